@@ -1,0 +1,130 @@
+"""ClassMood's one settings object: environment, `.streamlit/secrets.toml`, then defaults.
+
+Nothing else in the project reads the environment directly. Every variable is
+`CLASSMOOD_<FIELD>` (for example `CLASSMOOD_RETENTION_DAYS=7`); the database URL
+also accepts the conventional `DATABASE_URL`.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MODEL_NAME = "fer-inceptionv3"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="CLASSMOOD_",
+        extra="ignore",
+        populate_by_name=True,
+    )
+
+    # --- where things live -------------------------------------------------
+    data_dir: Path = Field(default=PROJECT_ROOT / "data", description="Database, runs and promoted models.")
+    database_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("CLASSMOOD_DATABASE_URL", "DATABASE_URL", "database_url"),
+        description="Any SQLAlchemy URL; default: a SQLite file under data_dir.",
+    )
+    models_dir: Path = Field(default=PROJECT_ROOT / "models", description="Shipped models.")
+    model_path: Path | None = Field(
+        default=None, description="Explicit model directory; overrides the promoted and shipped model."
+    )
+    classifier_backend: Literal["auto", "keras", "litert"] = "auto"
+
+    # --- face detector (defaults measured on the group photos, see README) --
+    detect_width: int = Field(default=640, ge=160, description="Frames are downscaled to this width to detect.")
+    scale_factor: float = Field(default=1.1, gt=1.0, le=2.0)
+    min_neighbors: int = Field(default=4, ge=1, le=20)
+    min_face_fraction: float = Field(default=0.05, gt=0.0, lt=1.0, description="Min face side / frame height.")
+    min_face_confidence: float = Field(default=0.0, description="Haar level weight below which boxes are dropped.")
+    detect_every: int = Field(default=2, ge=1, le=30, description="Run detection on every k-th analysed frame.")
+
+    # --- tracking and aggregation -------------------------------------------
+    smoothing: float = Field(default=0.6, ge=0.0, lt=1.0, description="EMA weight of a track's past probabilities.")
+    track_max_age_s: float = Field(default=1.5, gt=0.0)
+    live_window_s: int = Field(default=600, ge=10, description="Seconds of buckets kept in memory for live charts.")
+    attention_negative_share: float = Field(default=0.5, gt=0.0, le=1.0)
+    attention_seconds: int = Field(default=10, ge=1)
+
+    # --- store ----------------------------------------------------------------
+    retention_days: int = Field(default=30, ge=1, description="Sessions older than this are purged.")
+    flush_interval_s: float = Field(default=1.0, gt=0.0, le=2.0)
+
+    # --- uploads ---------------------------------------------------------------
+    max_upload_mb: int = Field(default=500, ge=1)
+    max_zip_members: int = Field(default=100_000, ge=1)
+    max_zip_uncompressed_mb: int = Field(default=2_000, ge=1)
+
+    # --- WebRTC -----------------------------------------------------------------
+    ice_servers: list[dict[str, Any]] = Field(
+        default_factory=list, description="RTCIceServer dicts; empty works on a LAN and on localhost."
+    )
+    loopback_only: bool = Field(default=False, description="Test-only: ICE on 127.0.0.1 in a network namespace.")
+
+    # --- access control -----------------------------------------------------------
+    app_password: SecretStr | None = None
+    analyst_password: SecretStr | None = None
+    trainer_password: SecretStr | None = None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        secrets_toml = TomlConfigSettingsSource(settings_cls, toml_file=PROJECT_ROOT / ".streamlit" / "secrets.toml")
+        return (init_settings, env_settings, secrets_toml, file_secret_settings)
+
+    @field_validator("app_password", "analyst_password", "trainer_password", mode="before")
+    @classmethod
+    def _empty_password_is_none(cls, value: Any) -> Any:
+        return None if value in ("", None) else value
+
+    # --- derived paths ---------------------------------------------------------------
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'classmood.db'}"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.data_dir / "runs"
+
+    @property
+    def active_model_pointer(self) -> Path:
+        """File holding the path of the promoted model, written by the Training page."""
+        return self.data_dir / "active_model.txt"
+
+    @property
+    def shipped_model_dir(self) -> Path:
+        return self.models_dir / DEFAULT_MODEL_NAME
+
+    def active_model_dir(self) -> Path:
+        """Explicit setting, else the promoted model, else the shipped one."""
+        if self.model_path is not None:
+            return self.model_path
+        if self.active_model_pointer.is_file():
+            promoted = Path(self.active_model_pointer.read_text(encoding="utf-8").strip())
+            if promoted.is_dir():
+                return promoted
+        return self.shipped_model_dir
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings. Tests call `get_settings.cache_clear()` after changing env."""
+    return Settings()

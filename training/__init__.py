@@ -1,0 +1,1 @@
+"""ClassMood's training library and CLIs: train, evaluate, export, bench."""

@@ -1,0 +1,143 @@
+"""Training callbacks of our own: a machine-readable progress log and a learning-rate warm-up."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import keras
+
+
+def current_lr(model: keras.Model) -> float:
+    return float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+
+
+class ProgressWriter(keras.callbacks.Callback):
+    """Appends one JSON line per epoch and every `every_n_batches` batches to `path`.
+
+    Each line has: kind ("batch"/"epoch"), epoch (1-based), epochs, step, steps, loss,
+    accuracy, val_loss, val_accuracy (epoch lines), lr, elapsed_s, eta_s, time.
+    Another process (the Training page) tails the file to draw live curves.
+    """
+
+    def __init__(self, path: Path, epochs: int, steps_per_epoch: int, every_n_batches: int = 20) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.epochs = epochs
+        self.steps_per_epoch = max(1, steps_per_epoch)
+        self.every_n_batches = max(1, every_n_batches)
+        self._start = 0.0
+        self._steps_done = 0
+        self._epoch = 0
+
+    def _write(self, record: dict[str, Any]) -> None:
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def _timing(self, step_in_epoch: int) -> tuple[float, float | None]:
+        elapsed = time.monotonic() - self._start
+        remaining = (self.epochs - self._epoch) * self.steps_per_epoch - step_in_epoch
+        eta = elapsed / self._steps_done * max(0, remaining) if self._steps_done else None
+        return elapsed, eta
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self._start = time.monotonic()
+        self._steps_done = 0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self._steps_done += 1
+        step = batch + 1
+        if step % self.every_n_batches and step != self.steps_per_epoch:
+            return
+        elapsed, eta = self._timing(step)
+        self._write(
+            {
+                "kind": "batch",
+                "epoch": self._epoch + 1,
+                "epochs": self.epochs,
+                "step": step,
+                "steps": self.steps_per_epoch,
+                "loss": _num(logs, "loss"),
+                "accuracy": _num(logs, "accuracy"),
+                "lr": current_lr(self.model),
+                "elapsed_s": round(elapsed, 2),
+                "eta_s": None if eta is None else round(eta, 1),
+                "time": time.time(),
+            }
+        )
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        elapsed, _ = self._timing(self.steps_per_epoch)
+        remaining_epochs = self.epochs - (epoch + 1)
+        per_step = elapsed / self._steps_done if self._steps_done else None
+        eta = None if per_step is None else per_step * remaining_epochs * self.steps_per_epoch
+        self._write(
+            {
+                "kind": "epoch",
+                "epoch": epoch + 1,
+                "epochs": self.epochs,
+                "step": self.steps_per_epoch,
+                "steps": self.steps_per_epoch,
+                "loss": _num(logs, "loss"),
+                "accuracy": _num(logs, "accuracy"),
+                "val_loss": _num(logs, "val_loss"),
+                "val_accuracy": _num(logs, "val_accuracy"),
+                "lr": current_lr(self.model),
+                "elapsed_s": round(elapsed, 2),
+                "eta_s": None if eta is None else round(eta, 1),
+                "time": time.time(),
+            }
+        )
+
+
+def _num(logs: dict | None, key: str) -> float | None:
+    if not logs or key not in logs:
+        return None
+    return float(logs[key])
+
+
+class LinearWarmup(keras.callbacks.Callback):
+    """Ramps the learning rate from `target/10` to `target` over the first `warmup_steps`.
+
+    Adam on a freshly initialised InceptionV3 diverges easily in its first steps; after the
+    warm-up, ReduceLROnPlateau owns the learning rate. On resume past the warm-up it does nothing.
+    """
+
+    def __init__(self, target_lr: float, warmup_steps: int, steps_per_epoch: int) -> None:
+        super().__init__()
+        self.target_lr = target_lr
+        self.warmup_steps = warmup_steps
+        self.steps_per_epoch = steps_per_epoch
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._epoch = epoch
+
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        step = self._epoch * self.steps_per_epoch + batch
+        if step < self.warmup_steps:
+            fraction = 0.1 + 0.9 * step / self.warmup_steps
+            self.model.optimizer.learning_rate.assign(self.target_lr * fraction)
+        elif step == self.warmup_steps:
+            self.model.optimizer.learning_rate.assign(self.target_lr)
+
+
+class StatusUpdater(keras.callbacks.Callback):
+    """Keeps the run's status.json epoch and val accuracy current."""
+
+    def __init__(self, run_dir: Path) -> None:
+        super().__init__()
+        self.run_dir = Path(run_dir)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        from training import runs
+
+        logs = logs or {}
+        runs.update_status(
+            self.run_dir, "running", epoch=epoch + 1, val_accuracy=_num(logs, "val_accuracy")
+        )

@@ -1,0 +1,117 @@
+"""ClassMood's emotion model: InceptionV3 without its top plus a new softmax head.
+
+The model takes 48x48 grayscale faces with pixel values 0..255 (FER2013's own
+format, and what `fer_core.preprocess.crop_faces` produces) and does its own
+resizing, channel replication and scaling. So training, evaluation and the live
+pipeline cannot feed it differently.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import keras
+from keras import layers
+
+from fer_core.emotions import FACE_SIZE, NUM_EMOTIONS
+
+log = logging.getLogger(__name__)
+
+MIN_IMAGE_SIZE = 75  # the smallest input InceptionV3 accepts
+DEFAULT_IMAGE_SIZE = 75
+DEFAULT_DROPOUT = 0.4
+# BatchNorm momentum when training from scratch: Keras' default 0.99 lets the moving
+# statistics lag for thousands of steps, which makes early validation scores erratic.
+SCRATCH_BN_MOMENTUM = 0.9
+IMAGENET_NOTOP_FILE = "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"
+# Blocks opened for fine-tuning a pretrained base: the last two Inception modules.
+FINE_TUNE_FROM_LAYER = "mixed9"
+BASE_NAME = "inception_v3"
+
+
+def resolve_imagenet_weights(weights: str | Path | None) -> str | None:
+    """Return what to pass as InceptionV3's `weights`, or None to train from scratch.
+
+    `weights` may be "imagenet" (Keras cache, else a download), "none", or a file path.
+    """
+    if weights is None or str(weights).lower() in ("none", "scratch", ""):
+        return None
+    if str(weights).lower() != "imagenet":
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"--weights file not found: {path}")
+        return str(path)
+    cached = Path(keras.config.keras_home() if hasattr(keras.config, "keras_home") else "~/.keras").expanduser()
+    cached_file = cached / "models" / IMAGENET_NOTOP_FILE
+    if cached_file.is_file():
+        return str(cached_file)
+    try:
+        keras.utils.get_file(
+            IMAGENET_NOTOP_FILE,
+            "https://storage.googleapis.com/tensorflow/keras-applications/inception_v3/" + IMAGENET_NOTOP_FILE,
+            cache_subdir="models",
+        )
+    except Exception as exc:  # no network, proxy, DNS...: all mean "not available"
+        log.warning("ImageNet weights unavailable (%s); training InceptionV3 from scratch.", type(exc).__name__)
+        return None
+    return str(cached_file)
+
+
+def build_model(
+    image_size: int = DEFAULT_IMAGE_SIZE,
+    weights: str | None = None,
+    dropout: float = DEFAULT_DROPOUT,
+    num_classes: int = NUM_EMOTIONS,
+) -> keras.Model:
+    """InceptionV3 (no top) + global average pooling + dropout + Dense(softmax).
+
+    `weights` is a resolved value from `resolve_imagenet_weights` (a path or None).
+    """
+    if image_size < MIN_IMAGE_SIZE:
+        raise ValueError(f"image size {image_size} is below InceptionV3's minimum of {MIN_IMAGE_SIZE}")
+    faces = keras.Input(shape=(FACE_SIZE, FACE_SIZE, 1), name="faces")
+    x = layers.Resizing(image_size, image_size, interpolation="bilinear", name="resize")(faces)
+    x = layers.Concatenate(name="gray_to_rgb")([x, x, x])
+    x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale")(x)  # InceptionV3's [-1, 1] range
+    base = keras.applications.InceptionV3(
+        include_top=False, weights=weights, input_shape=(image_size, image_size, 3), name=BASE_NAME
+    )
+    if weights is None:
+        for layer in base.layers:
+            if isinstance(layer, layers.BatchNormalization):
+                layer.momentum = SCRATCH_BN_MOMENTUM
+    x = base(x)
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    x = layers.Dropout(dropout, name="dropout")(x)
+    outputs = layers.Dense(num_classes, activation="softmax", name="emotion", dtype="float32")(x)
+    return keras.Model(faces, outputs, name="classmood_inceptionv3")
+
+
+def base_of(model: keras.Model) -> keras.Model:
+    return model.get_layer(BASE_NAME)
+
+
+def freeze_base(model: keras.Model) -> None:
+    """Head-only training of a pretrained base."""
+    base_of(model).trainable = False
+
+
+def unfreeze(model: keras.Model, from_layer: str = FINE_TUNE_FROM_LAYER) -> None:
+    """Open the base from `from_layer` on for fine-tuning; BatchNorm stays frozen."""
+    base = base_of(model)
+    base.trainable = True
+    names = [layer.name for layer in base.layers]
+    if from_layer not in names:
+        raise ValueError(f"layer {from_layer!r} is not in InceptionV3")
+    cut = names.index(from_layer)
+    for i, layer in enumerate(base.layers):
+        layer.trainable = i >= cut and not isinstance(layer, layers.BatchNormalization)
+
+
+def unfreeze_all(model: keras.Model) -> None:
+    """From scratch everything trains, BatchNorm included."""
+    base = base_of(model)
+    base.trainable = True
+    for layer in base.layers:
+        layer.trainable = True

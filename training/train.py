@@ -1,0 +1,318 @@
+"""Train ClassMood's emotion model (InceptionV3 transfer learning on FER2013).
+
+    python -m training.train --data ../shared/datasets/fer2013 --epochs 40 --run-name base
+    python -m training.train --resume data/runs/base            # continue a killed run
+    python -m training.train --data DIR --init-from models/fer-inceptionv3 --lr 1e-4   # fine-tune
+
+Every run lives in its own directory (see training.runs). The recipe:
+- ImageNet weights when they can be had: train the head, then unfreeze the top blocks at lr/10;
+- otherwise from scratch: everything trains, with a short learning-rate warm-up;
+- Adam, Keras augmentation layers on training batches, optional class weights and label smoothing;
+- ReduceLROnPlateau, ModelCheckpoint (best val accuracy), EarlyStopping, CSVLogger,
+  BackupAndRestore and a JSON-lines progress log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from training import runs
+from training.data import AUGMENT_LEVELS, DatasetError
+
+log = logging.getLogger("training")
+
+DEFAULT_EPOCHS = 40
+DEFAULT_BATCH_SIZE = 64
+DEFAULT_LR = 1e-3
+DEFAULT_HEAD_EPOCHS = 3
+FINE_TUNE_LR_FACTOR = 0.1
+WARMUP_EPOCHS = 1
+REDUCE_LR_FACTOR = 0.5
+REDUCE_LR_PATIENCE = 2
+MIN_LR = 1e-6
+EARLY_STOP_PATIENCE = 8
+PROGRESS_EVERY_N_BATCHES = 20
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m training.train",
+        description="Train, fine-tune or resume ClassMood's InceptionV3 emotion model.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--data", type=Path, help="data set: a folder with train/ and val/ class folders, or fer2013.csv")
+    parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, help="total epochs (with --resume: the new total)")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="images per training step")
+    parser.add_argument("--lr", type=float, default=DEFAULT_LR, help="Adam learning rate")
+    parser.add_argument("--image-size", type=int, default=75, help="InceptionV3 input side in pixels (>= 75)")
+    parser.add_argument("--run-name", help="name of the run directory (default: run-<timestamp>)")
+    parser.add_argument("--runs-dir", type=Path, help="where run directories go (default: <data_dir>/runs)")
+    parser.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted run from its last epoch")
+    parser.add_argument("--init-from", type=Path, metavar="MODEL", help="start from this model's weights (fine-tuning)")
+    parser.add_argument(
+        "--weights",
+        default="imagenet",
+        help="base weights: 'imagenet' (Keras cache, else download), 'none' (from scratch), or a .h5 path",
+    )
+    parser.add_argument("--augment", choices=AUGMENT_LEVELS, default="standard", help="augmentation strength")
+    parser.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing in [0, 0.3]")
+    parser.add_argument("--class-weights", action="store_true", help="weight classes by inverse frequency (capped)")
+    parser.add_argument("--dropout", type=float, default=0.4, help="dropout before the softmax head")
+    parser.add_argument("--head-epochs", type=int, default=DEFAULT_HEAD_EPOCHS, help="head-only epochs (pretrained)")
+    parser.add_argument("--train-split", default="train", help="split to fit on")
+    parser.add_argument("--val-split", default="val", help="split to choose on")
+    parser.add_argument("--skip-corrupt", action="store_true", help="skip unreadable images with a warning")
+    parser.add_argument("--limit", type=int, default=0, help="use at most N training images (smoke tests)")
+    parser.add_argument("--no-export", action="store_true", help="skip evaluation and export at the end")
+    parser.add_argument("--seed", type=int, default=1234, help="random seed")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    if args.data is None:
+        raise SystemExit("error: --data is required (or --resume RUN_DIR)")
+    if args.epochs < 1 or args.batch_size < 1 or args.lr <= 0:
+        raise SystemExit("error: --epochs, --batch-size and --lr must be positive")
+    if not 0.0 <= args.label_smoothing <= 0.3:
+        raise SystemExit("error: --label-smoothing must be between 0 and 0.3")
+    if args.image_size < 75:
+        raise SystemExit("error: --image-size must be at least 75 (InceptionV3's minimum)")
+    return {
+        "data": str(Path(args.data).expanduser().resolve()),
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "image_size": args.image_size,
+        "init_from": str(Path(args.init_from).resolve()) if args.init_from else None,
+        "weights": args.weights,
+        "augment": args.augment,
+        "label_smoothing": args.label_smoothing,
+        "class_weights": args.class_weights,
+        "dropout": args.dropout,
+        "head_epochs": args.head_epochs,
+        "train_split": args.train_split,
+        "val_split": args.val_split,
+        "skip_corrupt": args.skip_corrupt,
+        "limit": args.limit,
+        "export": not args.no_export,
+        "seed": args.seed,
+    }
+
+
+def prepare_run(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
+    """Create (or reopen, for --resume) the run directory and its config."""
+    if args.resume:
+        run_dir = Path(args.resume).expanduser().resolve()
+        config = runs.read_json(run_dir / runs.CONFIG_FILE)
+        if config is None:
+            raise SystemExit(f"error: {run_dir} is not a run directory (no {runs.CONFIG_FILE})")
+        if "--epochs" in sys.argv:
+            config["epochs"] = args.epochs
+        return run_dir, config
+    config = config_from_args(args)
+    from fer_core.settings import get_settings
+
+    runs_dir = Path(args.runs_dir) if args.runs_dir else get_settings().runs_dir
+    name = runs.validate_run_name(args.run_name) if args.run_name else runs.default_run_name()
+    run_dir = (runs_dir / name).resolve()
+    existing = runs.read_run(run_dir)
+    if existing is not None and existing.status not in ("queued",):
+        raise SystemExit(f"error: run {name!r} already exists at {run_dir}; use --resume {run_dir} or another --run-name")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    runs.write_json_atomic(run_dir / runs.CONFIG_FILE, config)
+    return run_dir, config
+
+
+def setup_logging(run_dir: Path) -> None:
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S")
+    file_handler = logging.FileHandler(run_dir / runs.LOG_FILE, encoding="utf-8")
+    file_handler.setFormatter(fmt)
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(fmt)
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    root.handlers[:] = [file_handler, console]
+
+
+class StopRequested:
+    """SIGTERM/SIGINT (the Training page's Stop) ends the run after the current batch."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.model = None
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        self.requested = True
+        log.info("stop requested (signal %d); finishing the current batch", signum)
+        if self.model is not None:
+            self.model.stop_training = True
+
+
+def train(run_dir: Path, config: dict[str, Any], stop: StopRequested) -> dict[str, Any]:
+    import keras
+    import numpy as np
+
+    from fer_core.model_io import load_keras_model
+    from training import data as data_lib
+    from training import model as model_lib
+    from training.callbacks import LinearWarmup, ProgressWriter, StatusUpdater
+
+    keras.utils.set_random_seed(config["seed"])
+    t0 = time.monotonic()
+    train_data = data_lib.load_split(config["data"], config["train_split"], skip_corrupt=config["skip_corrupt"])
+    val_data = data_lib.load_split(
+        config["data"], config["val_split"], skip_corrupt=config["skip_corrupt"], require_all_classes=False
+    )
+    if config["limit"]:
+        rng = np.random.default_rng(config["seed"])
+        keep = rng.permutation(len(train_data))[: config["limit"]]
+        train_data = data_lib.SplitData(train_data.images[keep], train_data.labels[keep], train_data.classes_present)
+    log.info(
+        "data: %d train / %d val images (%.1fs); train counts %s",
+        len(train_data), len(val_data), time.monotonic() - t0, train_data.class_counts(),
+    )
+    train_ds = data_lib.make_dataset(
+        train_data, config["batch_size"], training=True, augment=config["augment"], seed=config["seed"]
+    )
+    val_ds = data_lib.make_dataset(val_data, config["batch_size"], training=False)
+    steps = int(np.ceil(len(train_data) / config["batch_size"]))
+
+    if config["init_from"]:
+        init = load_keras_model(config["init_from"])
+        model = model_lib.build_model(config["image_size"], None, config["dropout"])
+        try:
+            model.set_weights(init.get_weights())
+        except ValueError as exc:
+            raise SystemExit(f"error: --init-from model does not match --image-size {config['image_size']}: {exc}") from exc
+        pretrained = False
+        log.info("initialised from %s", config["init_from"])
+    else:
+        weights = model_lib.resolve_imagenet_weights(config["weights"])
+        pretrained = weights is not None
+        model = model_lib.build_model(config["image_size"], weights, config["dropout"])
+        log.info("base weights: %s", weights or "none (training from scratch)")
+    stop.model = model
+
+    class_weight = data_lib.balanced_class_weights(train_data.labels) if config["class_weights"] else None
+    loss = keras.losses.CategoricalCrossentropy(label_smoothing=config["label_smoothing"])
+
+    def compile_with(lr: float) -> None:
+        model.compile(optimizer=keras.optimizers.Adam(lr), loss=loss, metrics=["accuracy"])
+
+    def callbacks_for(phase: str, epochs: int, lr: float, warmup: bool) -> list[keras.callbacks.Callback]:
+        cbs: list[keras.callbacks.Callback] = [
+            keras.callbacks.BackupAndRestore(str(run_dir / "backup" / phase)),
+            keras.callbacks.ModelCheckpoint(
+                str(run_dir / runs.BEST_MODEL_FILE), monitor="val_accuracy", mode="max", save_best_only=True
+            ),
+            keras.callbacks.ReduceLROnPlateau(
+                monitor="val_accuracy", mode="max", factor=REDUCE_LR_FACTOR,
+                patience=REDUCE_LR_PATIENCE, min_lr=MIN_LR, verbose=1,
+            ),
+            keras.callbacks.EarlyStopping(
+                monitor="val_accuracy", mode="max", patience=EARLY_STOP_PATIENCE, restore_best_weights=False
+            ),
+            keras.callbacks.CSVLogger(str(run_dir / runs.HISTORY_FILE), append=True),
+            ProgressWriter(run_dir / runs.PROGRESS_FILE, epochs, steps, PROGRESS_EVERY_N_BATCHES),
+            StatusUpdater(run_dir),
+        ]
+        if warmup:
+            cbs.append(LinearWarmup(lr, WARMUP_EPOCHS * steps, steps))
+        return cbs
+
+    verbose = 1 if sys.stderr.isatty() else 2
+    state = runs.read_json(run_dir / runs.STATUS_FILE) or {}
+    phases_done: list[str] = list(state.get("phases_done", []))
+    epochs = config["epochs"]
+    lr = config["lr"]
+
+    if pretrained:
+        head_epochs = min(config["head_epochs"], epochs)
+        head_weights = run_dir / "backup" / "head_done.weights.h5"
+        if "head" not in phases_done:
+            model_lib.freeze_base(model)
+            compile_with(lr)
+            model.fit(train_ds, validation_data=val_ds, epochs=head_epochs, class_weight=class_weight,
+                      callbacks=callbacks_for("head", epochs, lr, warmup=False), verbose=verbose)
+            if stop.requested:
+                return {"stopped": True}
+            model.save_weights(head_weights)
+            phases_done.append("head")
+            runs.update_status(run_dir, "running", phases_done=phases_done)
+        else:
+            model.load_weights(head_weights)
+        model_lib.unfreeze(model)
+        compile_with(lr * FINE_TUNE_LR_FACTOR)
+        model.fit(train_ds, validation_data=val_ds, initial_epoch=head_epochs, epochs=epochs,
+                  class_weight=class_weight, verbose=verbose,
+                  callbacks=callbacks_for("finetune", epochs, lr * FINE_TUNE_LR_FACTOR, warmup=False))
+    else:
+        model_lib.unfreeze_all(model)
+        compile_with(lr)
+        model.fit(train_ds, validation_data=val_ds, epochs=epochs, class_weight=class_weight, verbose=verbose,
+                  callbacks=callbacks_for("all", epochs, lr, warmup=not config["init_from"]))
+    return {"stopped": stop.requested}
+
+
+def finish(run_dir: Path, config: dict[str, Any]) -> dict[str, Any]:
+    """Evaluate the best model on val and export it (.keras, .h5, int8 LiteRT)."""
+    from training.evaluate import evaluate_model_file
+    from training.export import export_model
+
+    best = run_dir / runs.BEST_MODEL_FILE
+    report = evaluate_model_file(
+        best, config["data"], config["val_split"], out_dir=run_dir, skip_corrupt=config["skip_corrupt"]
+    )
+    export = export_model(best, run_dir / runs.EXPORT_DIR, data=config["data"], split=config["val_split"])
+    return {"val_accuracy": report["accuracy"], "macro_f1": report["macro_f1"], "export": export}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        run_dir, config = prepare_run(args)
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from exc
+    setup_logging(run_dir)
+    stop = StopRequested()
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    previous = runs.read_json(run_dir / runs.STATUS_FILE) or {}
+    runs.update_status(
+        run_dir, "running", pid=os.getpid(), created_at=previous.get("created_at", time.time()),
+        started_at=time.time(), message="", resume_command=f"python -m training.train --resume {run_dir}",
+    )
+    log.info("run %s: %s", run_dir.name, config)
+    try:
+        outcome = train(run_dir, config, stop)
+        if outcome.get("stopped"):
+            runs.update_status(run_dir, "stopped", message="stopped by request; --resume continues it")
+            log.info("stopped; resume with: python -m training.train --resume %s", run_dir)
+            return 0
+        summary = finish(run_dir, config) if config.get("export", True) else {}
+        runs.update_status(run_dir, "finished", finished_at=time.time(), **summary)
+        log.info("finished: %s", summary)
+        return 0
+    except DatasetError as exc:
+        runs.update_status(run_dir, "failed", message=str(exc))
+        log.error("data set problem: %s", exc)
+        return 2
+    except SystemExit as exc:
+        runs.update_status(run_dir, "failed", message=str(exc.code))
+        log.error("%s", exc.code)
+        return 2
+    except Exception as exc:
+        runs.update_status(run_dir, "failed", message=f"{type(exc).__name__}: {exc}")
+        log.exception("run failed")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
