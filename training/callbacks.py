@@ -1,9 +1,10 @@
-"""Training callbacks of our own: a machine-readable progress log and a learning-rate warm-up."""
+"""Training callbacks of our own: progress log, learning-rate warm-up, status updates and graceful stop."""
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -141,3 +142,35 @@ class StatusUpdater(keras.callbacks.Callback):
         runs.update_status(
             self.run_dir, "running", epoch=epoch + 1, val_accuracy=_num(logs, "val_accuracy")
         )
+
+
+class TrainingStopped(Exception):
+    """Raised out of `fit` when a stop was requested: see StopOnRequest."""
+
+
+class StopOnRequest(keras.callbacks.Callback):
+    """Ends `fit` at the next batch boundary once `requested()` is true, by raising TrainingStopped.
+
+    Why raise instead of `model.stop_training = True`: Keras would then still validate, call
+    on_epoch_end for the half-done epoch (BackupAndRestore would record it as complete, CSVLogger
+    would log it) and on_train_end (BackupAndRestore would delete the backup), so --resume
+    would skip the rest of that epoch or start over. Raising leaves the last complete epoch's
+    backup and logs exactly as a crash would, which --resume handles.
+    """
+
+    def __init__(self, requested: Callable[[], bool]) -> None:
+        super().__init__()
+        self.requested = requested
+
+    def _check(self) -> None:
+        if self.requested():
+            raise TrainingStopped()
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self._check()  # a Stop that came while the data loaded or the model was built
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self._check()
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._check()

@@ -77,7 +77,7 @@ def load_split(
         raise DatasetError(f"data set not found: {root}")
     csv_path = find_csv(root)
     data = (
-        _load_csv_split(csv_path, split)
+        _load_csv_split(csv_path, split, skip_corrupt=skip_corrupt)
         if csv_path
         else _load_folder_split(root, split, skip_corrupt=skip_corrupt)
     )
@@ -98,7 +98,8 @@ def _load_folder_split(root: Path, split: str, *, skip_corrupt: bool) -> SplitDa
             f"split {split!r} not found: expected the folder {split_dir} "
             f"(found: {', '.join(found) or 'no folders'}; or give a {CSV_NAME})"
         )
-    class_dirs = sorted(p for p in split_dir.iterdir() if p.is_dir())
+    # Hidden folders (.ipynb_checkpoints) and macOS zip metadata are not classes.
+    class_dirs = sorted(p for p in split_dir.iterdir() if p.is_dir() and not _is_junk(p.name))
     unknown = [p.name for p in class_dirs if p.name.lower() not in EMOTION_INDEX]
     if unknown:
         raise DatasetError(
@@ -112,14 +113,14 @@ def _load_folder_split(root: Path, split: str, *, skip_corrupt: bool) -> SplitDa
     labels: list[int] = []
     corrupt: list[str] = []
     empty: list[str] = []
-    present: list[str] = []
     for class_dir in class_dirs:
-        files = sorted(p for p in class_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        files = sorted(
+            p for p in class_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not _is_junk(p.name)
+        )
         if not files:
             empty.append(class_dir.name)
             continue
         label = EMOTION_INDEX[class_dir.name.lower()]
-        present.append(EMOTIONS[label])
         for path in files:
             image = _read_gray(path)
             if image is None:
@@ -136,8 +137,15 @@ def _load_folder_split(root: Path, split: str, *, skip_corrupt: bool) -> SplitDa
                 "Fix or remove them, or pass --skip-corrupt to skip them with a warning."
             )
         log.warning("skipping %d unreadable images: %s", len(corrupt), _listing(corrupt))
-    order = sorted(present, key=EMOTION_INDEX.__getitem__)
-    return SplitData(np.stack(images), np.asarray(labels, dtype=np.int32), order, corrupt)
+    if not images:
+        raise DatasetError(f"no readable images in {split_dir}")
+    # Classes present are those with readable images: a class whose every file was skipped is absent.
+    present = [EMOTIONS[i] for i in sorted(set(labels))]
+    return SplitData(np.stack(images), np.asarray(labels, dtype=np.int32), present, corrupt)
+
+
+def _is_junk(name: str) -> bool:
+    return name.startswith(".") or name == "__MACOSX"
 
 
 def _read_gray(path: Path) -> np.ndarray | None:
@@ -150,7 +158,7 @@ def _read_gray(path: Path) -> np.ndarray | None:
     return to_face_input(image)
 
 
-def _load_csv_split(csv_path: Path, split: str) -> SplitData:
+def _load_csv_split(csv_path: Path, split: str, *, skip_corrupt: bool = False) -> SplitData:
     import pandas as pd
 
     try:
@@ -164,31 +172,47 @@ def _load_csv_split(csv_path: Path, split: str) -> SplitData:
             "expected emotion,pixels,Usage"
         )
     usage = CSV_USAGE[split]
-    rows = table[table["Usage"] == usage]
+    rows = table[table["Usage"].str.strip() == usage]
     if rows.empty:
         raise DatasetError(f"split {split!r} not found: {csv_path} has no rows with Usage={usage}")
     bad_labels = rows.index[~rows["emotion"].isin(range(len(FER2013_CSV_ORDER)))].tolist()
     if bad_labels:
-        raise DatasetError(f"{csv_path}: emotion label outside 0..6 on rows {_listing([str(i + 2) for i in bad_labels])}")
+        lines = _listing([str(i + 2) for i in bad_labels])
+        raise DatasetError(f"{csv_path}: emotion label outside 0..6 on lines {lines}")
     pixel_count = FACE_SIZE * FACE_SIZE
     images = np.empty((len(rows), FACE_SIZE, FACE_SIZE), dtype=np.uint8)
+    good = np.ones(len(rows), dtype=bool)
     bad_rows: list[str] = []
     for i, (row_index, pixels) in enumerate(zip(rows.index, rows["pixels"].fillna(""), strict=True)):
-        values = np.array(pixels.split(), dtype=np.float64) if pixels.strip() else np.empty(0)
+        line = row_index + 2  # header, then 1-based (assumes no quoted newlines, as in fer2013.csv)
+        try:
+            values = np.array(pixels.split(), dtype=np.float64)
+        except ValueError:
+            bad_rows.append(f"{line} (not numbers)")
+            good[i] = False
+            continue
         if values.size != pixel_count or np.any((values < 0) | (values > 255)):
-            bad_rows.append(f"{row_index + 2} ({values.size} values)")  # +2: header and 1-based
+            bad_rows.append(f"{line} ({values.size} values)")
+            good[i] = False
             continue
         images[i] = values.reshape(FACE_SIZE, FACE_SIZE).astype(np.uint8)
     if bad_rows:
-        raise DatasetError(
-            f"{csv_path}: rows whose pixels are not {pixel_count} values in 0..255 "
+        message = (
+            f"{csv_path}: {len(bad_rows)} rows whose pixels are not {pixel_count} values in 0..255 "
             f"(line numbers): {_listing(bad_rows)}"
         )
+        if not skip_corrupt:
+            raise DatasetError(message + ". Fix them, or pass --skip-corrupt to skip them with a warning.")
+        log.warning("skipping %s", message)
+        if not good.any():
+            raise DatasetError(f"{csv_path}: no usable rows with Usage={usage}")
+        images = images[good]
+        rows = rows[good]
     csv_labels = rows["emotion"].to_numpy(dtype=np.int64)
     to_canonical = np.array([EMOTION_INDEX[name] for name in FER2013_CSV_ORDER], dtype=np.int32)
     labels = to_canonical[csv_labels]
     present = [EMOTIONS[i] for i in sorted(set(labels.tolist()))]
-    return SplitData(images, labels, present)
+    return SplitData(images, labels, present, bad_rows if skip_corrupt else [])
 
 
 # --- tf.data ----------------------------------------------------------------------------

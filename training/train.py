@@ -10,13 +10,21 @@ Every run lives in its own directory (see training.runs). The recipe:
 - Adam, Keras augmentation layers on training batches, optional class weights and label smoothing;
 - ReduceLROnPlateau, ModelCheckpoint (best val accuracy), EarlyStopping, CSVLogger,
   BackupAndRestore and a JSON-lines progress log.
+
+Stopping and resuming: SIGTERM/SIGINT (the Training page's Stop) ends the run after the current
+batch with status "stopped"; a killed run reads as "interrupted". Either way the backup of the
+last completed epoch is kept, and --resume continues after that epoch (the unfinished epoch's
+log lines are dropped and it is redone). EarlyStopping and ReduceLROnPlateau counters restart
+on resume; the learning rate itself and the best val accuracy so far carry over.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import shutil
 import signal
 import sys
 import time
@@ -39,6 +47,8 @@ REDUCE_LR_PATIENCE = 2
 MIN_LR = 1e-6
 EARLY_STOP_PATIENCE = 8
 PROGRESS_EVERY_N_BATCHES = 20
+BACKUP_DIR = "backup"
+TRAINED = "trained"  # phases_done marker: fitting is over, only evaluation/export remain
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,14 +57,22 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train, fine-tune or resume ClassMood's InceptionV3 emotion model.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--data", type=Path, help="data set: a folder with train/ and val/ class folders, or fer2013.csv")
-    parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, help="total epochs (with --resume: the new total)")
+    parser.add_argument(
+        "--data", type=Path, help="data set: a folder with train/ and val/ class folders, or fer2013.csv"
+    )
+    # default None so --resume can tell "not given" (keep the run's total) from an explicit value.
+    parser.add_argument(
+        "--epochs", type=int, default=None,
+        help=f"total epochs (default {DEFAULT_EPOCHS}; with --resume: the new total, default the run's own)",
+    )
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="images per training step")
     parser.add_argument("--lr", type=float, default=DEFAULT_LR, help="Adam learning rate")
     parser.add_argument("--image-size", type=int, default=75, help="InceptionV3 input side in pixels (>= 75)")
     parser.add_argument("--run-name", help="name of the run directory (default: run-<timestamp>)")
     parser.add_argument("--runs-dir", type=Path, help="where run directories go (default: <data_dir>/runs)")
-    parser.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted run from its last epoch")
+    parser.add_argument(
+        "--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted run from its last epoch"
+    )
     parser.add_argument("--init-from", type=Path, metavar="MODEL", help="start from this model's weights (fine-tuning)")
     parser.add_argument(
         "--weights",
@@ -78,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
     if args.data is None:
         raise SystemExit("error: --data is required (or --resume RUN_DIR)")
+    if args.epochs is None:
+        args.epochs = DEFAULT_EPOCHS
     if args.epochs < 1 or args.batch_size < 1 or args.lr <= 0:
         raise SystemExit("error: --epochs, --batch-size and --lr must be positive")
     if not 0.0 <= args.label_smoothing <= 0.3:
@@ -113,8 +133,20 @@ def prepare_run(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
         config = runs.read_json(run_dir / runs.CONFIG_FILE)
         if config is None:
             raise SystemExit(f"error: {run_dir} is not a run directory (no {runs.CONFIG_FILE})")
-        if "--epochs" in sys.argv:
+        existing = runs.read_run(run_dir)
+        state = existing.state if existing else {}
+        if existing and existing.status == "running" and state.get("pid") != os.getpid():
+            raise SystemExit(f"error: run {run_dir.name!r} is still running (pid {state.get('pid')}); stop it first")
+        if existing and existing.status == "finished":
+            raise SystemExit(
+                f"error: run {run_dir.name!r} has finished; to train further start a new run with "
+                f"--init-from {run_dir / runs.BEST_MODEL_FILE}"
+            )
+        if args.epochs is not None:
+            if args.epochs < 1:
+                raise SystemExit("error: --epochs must be positive")
             config["epochs"] = args.epochs
+            runs.write_json_atomic(run_dir / runs.CONFIG_FILE, config)  # the new total is the run's from now on
         return run_dir, config
     config = config_from_args(args)
     from fer_core.settings import get_settings
@@ -124,35 +156,67 @@ def prepare_run(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
     run_dir = (runs_dir / name).resolve()
     existing = runs.read_run(run_dir)
     if existing is not None and existing.status not in ("queued",):
-        raise SystemExit(f"error: run {name!r} already exists at {run_dir}; use --resume {run_dir} or another --run-name")
+        raise SystemExit(
+            f"error: run {name!r} already exists at {run_dir}; use --resume {run_dir} or another --run-name"
+        )
     run_dir.mkdir(parents=True, exist_ok=True)
     runs.write_json_atomic(run_dir / runs.CONFIG_FILE, config)
     return run_dir, config
 
 
-def setup_logging(run_dir: Path) -> None:
+def _stderr_is(path: Path) -> bool:
+    """True when stderr already goes to `path` (launched by runs.launch_run): log each line once."""
+    try:
+        err, log_file = os.fstat(sys.stderr.fileno()), os.stat(path)
+    except (OSError, ValueError, AttributeError):
+        return False
+    return (err.st_dev, err.st_ino) == (log_file.st_dev, log_file.st_ino)
+
+
+def setup_logging(run_dir: Path) -> list[logging.Handler]:
+    """Log to the run's train.log (and stderr); returns the handlers it replaced, for restore_logging."""
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S")
     file_handler = logging.FileHandler(run_dir / runs.LOG_FILE, encoding="utf-8")
     file_handler.setFormatter(fmt)
-    console = logging.StreamHandler(sys.stderr)
-    console.setFormatter(fmt)
+    handlers: list[logging.Handler] = [file_handler]
+    if not _stderr_is(run_dir / runs.LOG_FILE):
+        console = logging.StreamHandler(sys.stderr)
+        console.setFormatter(fmt)
+        handlers.append(console)
     root = logging.getLogger()
     root.setLevel(logging.INFO)
-    root.handlers[:] = [file_handler, console]
+    previous = list(root.handlers)
+    root.handlers[:] = handlers
+    return previous
+
+
+def restore_logging(previous: list[logging.Handler]) -> None:
+    """Close our handlers (train.main may run in-process, e.g. in tests) and put back the old ones."""
+    root = logging.getLogger()
+    for handler in root.handlers:
+        if handler not in previous:
+            handler.close()
+    root.handlers[:] = previous
 
 
 class StopRequested:
-    """SIGTERM/SIGINT (the Training page's Stop) ends the run after the current batch."""
+    """SIGTERM/SIGINT (the Training page's Stop) ends the run after the current batch.
+
+    The handler only sets a flag; callbacks.StopOnRequest acts on it between batches.
+    """
 
     def __init__(self) -> None:
         self.requested = False
-        self.model = None
 
     def __call__(self, signum: int, frame: Any) -> None:
         self.requested = True
-        log.info("stop requested (signal %d); finishing the current batch", signum)
-        if self.model is not None:
-            self.model.stop_training = True
+        log.info("stop requested (signal %d); stopping after the current batch", signum)
+
+
+def _completed_epochs(run_dir: Path, phase: str, floor: int) -> int:
+    """Epochs a phase's BackupAndRestore will resume after (`floor` when it has no backup yet)."""
+    done = runs.backup_epoch(run_dir / BACKUP_DIR / phase)
+    return floor if done is None else max(done, floor)
 
 
 def train(run_dir: Path, config: dict[str, Any], stop: StopRequested) -> dict[str, Any]:
@@ -162,7 +226,7 @@ def train(run_dir: Path, config: dict[str, Any], stop: StopRequested) -> dict[st
     from fer_core.model_io import load_keras_model
     from training import data as data_lib
     from training import model as model_lib
-    from training.callbacks import LinearWarmup, ProgressWriter, StatusUpdater
+    from training.callbacks import LinearWarmup, ProgressWriter, StatusUpdater, StopOnRequest, TrainingStopped
 
     keras.utils.set_random_seed(config["seed"])
     t0 = time.monotonic()
@@ -190,7 +254,9 @@ def train(run_dir: Path, config: dict[str, Any], stop: StopRequested) -> dict[st
         try:
             model.set_weights(init.get_weights())
         except ValueError as exc:
-            raise SystemExit(f"error: --init-from model does not match --image-size {config['image_size']}: {exc}") from exc
+            raise SystemExit(
+                f"error: --init-from model does not match --image-size {config['image_size']}: {exc}"
+            ) from exc
         pretrained = False
         log.info("initialised from %s", config["init_from"])
     else:
@@ -198,7 +264,6 @@ def train(run_dir: Path, config: dict[str, Any], stop: StopRequested) -> dict[st
         pretrained = weights is not None
         model = model_lib.build_model(config["image_size"], weights, config["dropout"])
         log.info("base weights: %s", weights or "none (training from scratch)")
-    stop.model = model
 
     class_weight = data_lib.balanced_class_weights(train_data.labels) if config["class_weights"] else None
     loss = keras.losses.CategoricalCrossentropy(label_smoothing=config["label_smoothing"])
@@ -207,10 +272,14 @@ def train(run_dir: Path, config: dict[str, Any], stop: StopRequested) -> dict[st
         model.compile(optimizer=keras.optimizers.Adam(lr), loss=loss, metrics=["accuracy"])
 
     def callbacks_for(phase: str, epochs: int, lr: float, warmup: bool) -> list[keras.callbacks.Callback]:
+        # Order matters: logs are written before the backup, so a kill between the two can only
+        # leave an extra logged epoch (trimmed on resume), never a backed-up epoch missing from
+        # the logs; ReduceLROnPlateau runs before the backup so the backup holds the reduced rate.
         cbs: list[keras.callbacks.Callback] = [
-            keras.callbacks.BackupAndRestore(str(run_dir / "backup" / phase)),
+            StopOnRequest(lambda: stop.requested),
             keras.callbacks.ModelCheckpoint(
-                str(run_dir / runs.BEST_MODEL_FILE), monitor="val_accuracy", mode="max", save_best_only=True
+                str(run_dir / runs.BEST_MODEL_FILE), monitor="val_accuracy", mode="max", save_best_only=True,
+                initial_value_threshold=runs.best_logged(run_dir, "val_accuracy"),  # resume: keep a better best
             ),
             keras.callbacks.ReduceLROnPlateau(
                 monitor="val_accuracy", mode="max", factor=REDUCE_LR_FACTOR,
@@ -222,43 +291,61 @@ def train(run_dir: Path, config: dict[str, Any], stop: StopRequested) -> dict[st
             keras.callbacks.CSVLogger(str(run_dir / runs.HISTORY_FILE), append=True),
             ProgressWriter(run_dir / runs.PROGRESS_FILE, epochs, steps, PROGRESS_EVERY_N_BATCHES),
             StatusUpdater(run_dir),
+            # double_checkpoint: a kill while the backup is being written leaves the previous one.
+            keras.callbacks.BackupAndRestore(str(run_dir / BACKUP_DIR / phase), double_checkpoint=True),
         ]
         if warmup:
-            cbs.append(LinearWarmup(lr, WARMUP_EPOCHS * steps, steps))
+            cbs.insert(1, LinearWarmup(lr, WARMUP_EPOCHS * steps, steps))
         return cbs
+
+    def fit(phase: str, *, initial_epoch: int, lr: float, warmup: bool) -> None:
+        completed = _completed_epochs(run_dir, phase, initial_epoch)
+        runs.trim_logs_to_epoch(run_dir, completed)  # drop what the backup does not hold: it is redone
+        if completed > initial_epoch:
+            log.info("phase %s: resuming after epoch %d of %d", phase, completed, epochs)
+            runs.update_status(run_dir, "running", resumed_from_epoch=completed)
+        cbs = callbacks_for(phase, epochs, lr, warmup)
+        # Keras keeps the epoch a previous fit's BackupAndRestore restored on the model; forget it.
+        model._initial_epoch = None
+        try:
+            model.fit(train_ds, validation_data=val_ds, initial_epoch=initial_epoch, epochs=phase_end[phase],
+                      class_weight=class_weight, callbacks=cbs, verbose=verbose, shuffle=False)  # ds shuffles
+        finally:
+            for cb in cbs:  # CSVLogger only closes its file in on_train_end, which a stop skips
+                handle = getattr(cb, "csv_file", None)
+                if handle is not None and not handle.closed:
+                    handle.close()
 
     verbose = 1 if sys.stderr.isatty() else 2
     state = runs.read_json(run_dir / runs.STATUS_FILE) or {}
     phases_done: list[str] = list(state.get("phases_done", []))
     epochs = config["epochs"]
     lr = config["lr"]
+    head_epochs = min(config["head_epochs"], epochs) if pretrained else 0
+    phase_end = {"head": head_epochs, "finetune": epochs, "all": epochs}
 
-    if pretrained:
-        head_epochs = min(config["head_epochs"], epochs)
-        head_weights = run_dir / "backup" / "head_done.weights.h5"
-        if "head" not in phases_done:
-            model_lib.freeze_base(model)
-            compile_with(lr)
-            model.fit(train_ds, validation_data=val_ds, epochs=head_epochs, class_weight=class_weight,
-                      callbacks=callbacks_for("head", epochs, lr, warmup=False), verbose=verbose)
-            if stop.requested:
-                return {"stopped": True}
-            model.save_weights(head_weights)
-            phases_done.append("head")
-            runs.update_status(run_dir, "running", phases_done=phases_done)
+    try:
+        if pretrained:
+            head_weights = run_dir / BACKUP_DIR / "head_done.weights.h5"
+            if "head" not in phases_done:
+                model_lib.freeze_base(model)
+                compile_with(lr)
+                fit("head", initial_epoch=0, lr=lr, warmup=False)
+                model.save_weights(head_weights)
+                phases_done.append("head")
+                runs.update_status(run_dir, "running", phases_done=phases_done)
+            else:
+                model.load_weights(head_weights)
+            model_lib.unfreeze(model)
+            compile_with(lr * FINE_TUNE_LR_FACTOR)
+            fit("finetune", initial_epoch=head_epochs, lr=lr * FINE_TUNE_LR_FACTOR, warmup=False)
         else:
-            model.load_weights(head_weights)
-        model_lib.unfreeze(model)
-        compile_with(lr * FINE_TUNE_LR_FACTOR)
-        model.fit(train_ds, validation_data=val_ds, initial_epoch=head_epochs, epochs=epochs,
-                  class_weight=class_weight, verbose=verbose,
-                  callbacks=callbacks_for("finetune", epochs, lr * FINE_TUNE_LR_FACTOR, warmup=False))
-    else:
-        model_lib.unfreeze_all(model)
-        compile_with(lr)
-        model.fit(train_ds, validation_data=val_ds, epochs=epochs, class_weight=class_weight, verbose=verbose,
-                  callbacks=callbacks_for("all", epochs, lr, warmup=not config["init_from"]))
-    return {"stopped": stop.requested}
+            model_lib.unfreeze_all(model)
+            compile_with(lr)
+            fit("all", initial_epoch=0, lr=lr, warmup=not config["init_from"])
+    except TrainingStopped:
+        return {"stopped": True}
+    return {"stopped": False}
 
 
 def finish(run_dir: Path, config: dict[str, Any]) -> dict[str, Any]:
@@ -270,8 +357,16 @@ def finish(run_dir: Path, config: dict[str, Any]) -> dict[str, Any]:
     report = evaluate_model_file(
         best, config["data"], config["val_split"], out_dir=run_dir, skip_corrupt=config["skip_corrupt"]
     )
-    export = export_model(best, run_dir / runs.EXPORT_DIR, data=config["data"], split=config["val_split"])
-    return {"val_accuracy": report["accuracy"], "macro_f1": report["macro_f1"], "export": export}
+    export = export_model(
+        best, run_dir / runs.EXPORT_DIR, data=config["data"], split=config["val_split"],
+        skip_corrupt=config["skip_corrupt"],
+    )
+    summary_keys = ("files", "keras_accuracy", "tflite_accuracy", "accuracy_difference")
+    return {
+        "val_accuracy": report["accuracy"],
+        "macro_f1": report["macro_f1"],
+        "export": {key: export.get(key) for key in summary_keys},
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -280,10 +375,21 @@ def main(argv: list[str] | None = None) -> int:
         run_dir, config = prepare_run(args)
     except ValueError as exc:
         raise SystemExit(f"error: {exc}") from exc
-    setup_logging(run_dir)
+    previous_handlers = setup_logging(run_dir)
     stop = StopRequested()
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    previous_signals: dict[int, Any] = {}
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(ValueError):  # not the main thread: no signal handling, no Stop
+            previous_signals[signum] = signal.signal(signum, stop)
+    try:
+        return _run(run_dir, config, stop)
+    finally:
+        for signum, handler in previous_signals.items():
+            signal.signal(signum, handler)
+        restore_logging(previous_handlers)
+
+
+def _run(run_dir: Path, config: dict[str, Any], stop: StopRequested) -> int:
     previous = runs.read_json(run_dir / runs.STATUS_FILE) or {}
     runs.update_status(
         run_dir, "running", pid=os.getpid(), created_at=previous.get("created_at", time.time()),
@@ -291,13 +397,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     log.info("run %s: %s", run_dir.name, config)
     try:
-        outcome = train(run_dir, config, stop)
-        if outcome.get("stopped"):
-            runs.update_status(run_dir, "stopped", message="stopped by request; --resume continues it")
-            log.info("stopped; resume with: python -m training.train --resume %s", run_dir)
-            return 0
+        phases_done = list(previous.get("phases_done", []))
+        if TRAINED in phases_done:
+            log.info("training already complete; evaluating and exporting")
+        else:
+            outcome = train(run_dir, config, stop)
+            if outcome.get("stopped"):
+                runs.update_status(run_dir, "stopped", message="stopped by request; --resume continues it")
+                log.info("stopped; resume with: python -m training.train --resume %s", run_dir)
+                return 0
+            # Marked before export: a run killed while exporting resumes straight to export.
+            phases_done = list((runs.read_json(run_dir / runs.STATUS_FILE) or {}).get("phases_done", []))
+            runs.update_status(run_dir, "running", phases_done=[*phases_done, TRAINED])
+            # The backups (weights + optimizer state, ~3x the model) are no longer needed to resume.
+            shutil.rmtree(run_dir / BACKUP_DIR, ignore_errors=True)
         summary = finish(run_dir, config) if config.get("export", True) else {}
-        runs.update_status(run_dir, "finished", finished_at=time.time(), **summary)
+        runs.update_status(run_dir, "finished", finished_at=time.time(), message="", **summary)
         log.info("finished: %s", summary)
         return 0
     except DatasetError as exc:

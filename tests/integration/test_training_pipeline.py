@@ -1,0 +1,243 @@
+"""The training pipeline end to end on tiny generated data sets (TensorFlow; slow).
+
+Train 1 epoch at 75x75 from scratch in both data formats, evaluate (also on a class subset and
+with LiteRT), export (int8 LiteRT, float16 .keras), stop / kill / resume a detached run, and
+fail cleanly on bad data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fer_core.emotions import EMOTIONS
+from training import runs
+
+pytestmark = pytest.mark.slow
+
+TINY = ["--epochs", "1", "--batch-size", "16", "--image-size", "75", "--weights", "none", "--augment", "light"]
+
+
+def history_epochs(run_dir: Path) -> list[int]:
+    return [int(row["epoch"]) for row in runs.read_history(run_dir)]
+
+
+def progress_epochs(run_dir: Path) -> list[int]:
+    return [r["epoch"] for r in runs.read_progress(run_dir) if r["kind"] == "epoch"]
+
+
+def wait_until(predicate, timeout: float, what: str, poll: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def folder_run(tiny_datasets: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One full run (train 1 epoch, evaluate, export) shared by the tests that read its outputs."""
+    from training.train import main
+
+    runs_dir = tmp_path_factory.mktemp("runs")
+    rc = main(["--data", str(tiny_datasets["folder"]), *TINY, "--runs-dir", str(runs_dir), "--run-name", "tiny"])
+    assert rc == 0, (runs_dir / "tiny" / runs.LOG_FILE).read_text()
+    return runs_dir / "tiny"
+
+
+def test_folder_run_trains_evaluates_and_exports(folder_run: Path) -> None:
+    import keras
+
+    from fer_core.model_io import load_keras_model
+
+    info = runs.read_run(folder_run)
+    assert info.status == "finished", info.state
+    assert info.state["epoch"] == 1 and 0.0 <= info.state["val_accuracy"] <= 1.0
+    assert history_epochs(folder_run) == [0]
+    assert progress_epochs(folder_run) == [1]
+    assert not (folder_run / "backup").exists()  # backups are dropped once training is over
+
+    evaluation = json.loads((folder_run / runs.EVALUATION_FILE).read_text())
+    assert evaluation["n_images"] == 21 and evaluation["classes_scored"] == list(EMOTIONS)
+    assert evaluation["classes_absent"] == []
+    assert evaluation["accuracy"] == info.state["val_accuracy"]
+    assert np.array(evaluation["confusion_matrix"]).sum() == 21
+    assert (folder_run / runs.CONFUSION_FILE).read_bytes()[:4] == b"\x89PNG"
+
+    export = folder_run / runs.EXPORT_DIR
+    report = json.loads((export / "report.json").read_text())
+    assert set(report["files"]) == {"model.keras", "model.h5", "model_int8.tflite"}
+    assert report["keras_accuracy"] == pytest.approx(evaluation["accuracy"])
+    # int8 weights must not change the model's decisions on this set by more than 2 of 21 faces.
+    assert abs(report["accuracy_difference"]) <= 2 / 21 + 1e-9
+    assert report["prediction_agreement"] >= 19 / 21
+    assert report["max_abs_prob_difference"] < 0.05
+    assert set(report["latency_ms"]["litert"]) == {"1", "8", "32"}
+    assert report["files"]["model_int8.tflite"]["mb"] < report["files"]["model.keras"]["mb"] / 3
+
+    # Every exported format predicts like the run's best model.
+    faces = np.random.default_rng(1).integers(0, 256, (4, 48, 48, 1)).astype(np.float32)
+    best = load_keras_model(folder_run / runs.BEST_MODEL_FILE).predict(faces, verbose=0)
+    from_dir = load_keras_model(export).predict(faces, verbose=0)
+    from_h5 = keras.saving.load_model(export / "model.h5", compile=False).predict(faces, verbose=0)
+    np.testing.assert_allclose(from_dir, best, atol=1e-5)
+    np.testing.assert_allclose(from_h5, best, atol=1e-5)
+
+
+def test_csv_format_trains_too(tiny_datasets: dict[str, Path], tmp_path: Path) -> None:
+    from training.train import main
+
+    rc = main(["--data", str(tiny_datasets["csv"]), *TINY, "--no-export", "--runs-dir", str(tmp_path),
+               "--run-name", "csv"])
+    run_dir = tmp_path / "csv"
+    assert rc == 0, (run_dir / runs.LOG_FILE).read_text()
+    info = runs.read_run(run_dir)
+    assert info.status == "finished" and info.state["epoch"] == 1
+    assert history_epochs(run_dir) == [0]
+    assert "42 train / 21 val images" in (run_dir / runs.LOG_FILE).read_text()
+    assert (run_dir / runs.BEST_MODEL_FILE).is_file() and not (run_dir / runs.EXPORT_DIR).exists()
+
+
+def test_evaluate_cli_on_a_class_subset_with_litert_and_tta(
+    folder_run: Path, tiny_datasets: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from training.evaluate import main
+
+    out = tmp_path / "eval" / "subset.json"
+    rc = main(["--model", str(folder_run / "export" / "model_int8.tflite"), "--backend", "litert",
+               "--data", str(tiny_datasets["subset"]), "--split", "val", "--json", str(out), "--tta"])
+    printed = capsys.readouterr().out
+    assert rc == 0
+    report = json.loads(out.read_text())
+    assert report["backend"] == "litert" and report["tta"] is True
+    assert report["classes_scored"] == ["angry", "happy", "neutral", "sad"]
+    assert report["classes_absent"] == ["disgust", "fear", "surprise"]
+    assert set(report["per_class"]) == {"angry", "happy", "neutral", "sad"}
+    assert report["n_images"] == 12 and "absent and not scored: disgust, fear, surprise" in report["note"]
+    assert (tmp_path / "eval" / "subset_confusion.png").is_file()
+    assert "absent from this split (not scored): disgust, fear, surprise" in printed
+    assert "ECE (15 bins)" in printed
+
+
+def test_evaluate_skip_corrupt_and_model_errors(
+    folder_run: Path, tiny_datasets: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from training.evaluate import evaluate_model_file, main
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_datasets["subset"], data)
+    (data / "val" / "happy" / "broken.png").write_bytes(b"not a png")
+    model = str(folder_run / "export")
+    assert main(["--model", model, "--data", str(data)]) == 2
+    assert "1 unreadable or corrupt images" in capsys.readouterr().err
+    report = evaluate_model_file(model, data, "val", skip_corrupt=True, out_dir=tmp_path / "out")
+    assert report["n_images"] == 12 and report["skipped_images"][0].endswith("broken.png")
+    assert json.loads((tmp_path / "out" / runs.EVALUATION_FILE).read_text())["n_images"] == 12
+    assert main(["--model", str(tmp_path / "missing.keras"), "--data", str(tiny_datasets["subset"])]) == 2
+    assert "model file not found" in capsys.readouterr().err
+
+
+def test_export_half_round_trips_to_float32(folder_run: Path, tiny_datasets: dict[str, Path], tmp_path: Path) -> None:
+    import keras
+
+    from fer_core.model_io import load_keras_model
+    from training.export import export_model
+
+    report = export_model(folder_run / runs.BEST_MODEL_FILE, tmp_path / "half", data=tiny_datasets["folder"],
+                          half=True, timing_repeats=2)
+    full_mb = json.loads((folder_run / "export" / "report.json").read_text())["files"]["model.keras"]["mb"]
+    assert report["files"]["model.keras"]["mb"] < 0.6 * full_mb
+    stored = keras.saving.load_model(tmp_path / "half" / "model.keras", compile=False)
+    assert {str(w.dtype) for w in stored.weights} == {"float16"}
+    loaded = load_keras_model(tmp_path / "half")
+    assert {str(w.dtype) for w in loaded.weights} == {"float32"}
+    check = report["half_check"]
+    assert check["loaded_weight_dtypes"] == ["float32"] and check["on"] == "val split"
+    assert check["max_abs_prob_difference"] < 1e-2 and check["argmax_agreement"] >= 20 / 21
+    assert abs(report["half_accuracy_difference"]) <= 1 / 21 + 1e-9
+    # The h5 for the seed's users stays float32.
+    assert report["files"]["model.h5"]["mb"] > 0.9 * full_mb
+
+
+def test_bad_data_fails_the_run_with_a_clear_message(tiny_datasets: dict[str, Path], tmp_path: Path) -> None:
+    from training.train import main
+
+    missing = tmp_path / "missing"
+    shutil.copytree(tiny_datasets["folder"], missing)
+    shutil.rmtree(missing / "train" / "disgust")
+    assert main(["--data", str(missing), *TINY, "--runs-dir", str(tmp_path / "runs"), "--run-name", "m"]) == 2
+    info = runs.read_run(tmp_path / "runs" / "m")
+    assert info.status == "failed" and "has no images of: disgust" in info.state["message"]
+
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(tiny_datasets["folder"], corrupt)
+    (corrupt / "train" / "fear" / "bad.png").write_bytes(b"\x89PNG garbage")
+    assert main(["--data", str(corrupt), *TINY, "--runs-dir", str(tmp_path / "runs"), "--run-name", "c"]) == 2
+    message = runs.read_run(tmp_path / "runs" / "c").state["message"]
+    assert "bad.png" in message and "--skip-corrupt" in message
+
+    # A split that does not exist fails the run the same way.
+    rc = main(["--data", str(tiny_datasets["folder"]), *TINY, "--val-split", "test",
+               "--runs-dir", str(tmp_path / "runs"), "--run-name", "t"])
+    assert rc == 2
+    assert "split 'test' not found" in runs.read_run(tmp_path / "runs" / "t").state["message"]
+
+
+def test_stop_kill_and_resume_a_detached_run(tiny_datasets: dict[str, Path], tmp_path: Path) -> None:
+    """Stop (SIGTERM) and SIGKILL a detached run; each --resume continues after the last completed epoch."""
+    epochs = 5
+    runs_dir = tmp_path / "runs"
+    options = {"data": str(tiny_datasets["folder"]), "epochs": epochs, "batch_size": 8, "image_size": 75,
+               "weights": "none", "augment": "none", "no_export": True, "run_name": "resumable"}
+    info = runs.launch_run(runs_dir, options)
+    run_dir = info.path
+    backup = run_dir / "backup" / "all"
+    log = run_dir / runs.LOG_FILE
+    try:
+        # 1. Stop after the first epoch's backup: the run says "stopped" and keeps its backup.
+        wait_until(lambda: (runs.backup_epoch(backup) or 0) >= 1, 600, "epoch 1's backup")
+        assert runs.stop_run(runs.read_run(run_dir))
+        wait_until(lambda: not runs.read_run(run_dir).is_active, 120, "the stopped run to exit")
+        stopped = runs.read_run(run_dir)
+        assert stopped.status == "stopped", log.read_text()
+        k1 = runs.backup_epoch(backup)
+        assert k1 is not None and 1 <= k1 <= epochs - 2
+        assert history_epochs(run_dir) == list(range(k1))
+
+        # 2. Resume, then SIGKILL after one more epoch: the run reads as "interrupted".
+        runs.resume_run(stopped)
+        wait_until(lambda: (runs.backup_epoch(backup) or 0) >= k1 + 1, 600, "the resumed run's next backup")
+        pid = runs.read_json(run_dir / runs.LAUNCH_FILE)["pid"]
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: not runs.pid_alive(pid), 30, "the killed run to die")
+        killed = runs.read_run(run_dir)
+        assert killed.status == "interrupted"
+        k2 = runs.backup_epoch(backup)
+        assert k1 < k2 < epochs
+
+        # 3. Resume to the end: every epoch logged exactly once, in order.
+        runs.resume_run(killed)
+        wait_until(lambda: not runs.read_run(run_dir).is_active, 900, "the resumed run to finish", poll=0.5)
+    finally:
+        current = runs.read_run(run_dir)
+        pid = (runs.read_json(run_dir / runs.LAUNCH_FILE) or {}).get("pid")
+        if current is not None and current.is_active and pid and runs.pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)  # our own launched process, on failure only
+    done = runs.read_run(run_dir)
+    text = log.read_text()
+    assert done.status == "finished", text[-3000:]
+    assert done.state["epoch"] == epochs and done.state["resumed_from_epoch"] == k2
+    assert f"resuming after epoch {k1} of {epochs}" in text and f"resuming after epoch {k2} of {epochs}" in text
+    assert history_epochs(run_dir) == list(range(epochs))
+    assert progress_epochs(run_dir) == list(range(1, epochs + 1))
+    batch_lines = [(r["epoch"], r["step"]) for r in runs.read_progress(run_dir) if r["kind"] == "batch"]
+    assert len(batch_lines) == len(set(batch_lines))  # no epoch's batches logged twice
+    assert not (run_dir / "backup").exists()

@@ -1,0 +1,157 @@
+"""training.data: both data-set formats load the same faces, and every bad input gets a clear error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fer_core.emotions import EMOTION_INDEX, EMOTIONS, FER2013_CSV_ORDER
+from tests.conftest import fake_face
+from training.data import DatasetError, balanced_class_weights, load_split
+
+
+def test_folder_split_loads_every_class_by_name(folder_dataset) -> None:
+    root = folder_dataset({"train": 3, "val": 2})
+    data = load_split(root, "train")
+    assert data.images.shape == (21, 48, 48) and data.images.dtype == np.uint8
+    assert data.classes_present == list(EMOTIONS)
+    assert data.class_counts() == dict.fromkeys(EMOTIONS, 3)
+    # Labels follow folder names: the first "happy" image is exactly fake_face(happy, 0).
+    happy = EMOTION_INDEX["happy"]
+    first_happy = data.images[np.flatnonzero(data.labels == happy)[0]]
+    np.testing.assert_array_equal(first_happy, fake_face(happy, 0))
+
+
+def test_class_folder_names_are_case_insensitive(folder_dataset) -> None:
+    root = folder_dataset({"train": 2})
+    (root / "train" / "happy").rename(root / "train" / "Happy")
+    data = load_split(root, "train")
+    assert data.class_counts()["happy"] == 2
+
+
+def test_csv_uses_its_own_label_order_and_matches_the_folders(folder_dataset, csv_dataset) -> None:
+    folders = load_split(folder_dataset({"val": 2}), "val")
+    csv = load_split(csv_dataset({"val": 2}), "val")
+    assert csv.classes_present == list(EMOTIONS)
+    # CSV label 4 is "sad" and 6 is "neutral"; both must land on their canonical indices.
+    assert FER2013_CSV_ORDER[4] == "sad" and FER2013_CSV_ORDER[6] == "neutral"
+    for name in ("sad", "neutral", "angry"):
+        from_csv = csv.images[csv.labels == EMOTION_INDEX[name]]
+        from_folder = folders.images[folders.labels == EMOTION_INDEX[name]]
+        np.testing.assert_array_equal(from_csv, from_folder)
+
+
+def test_csv_folder_path_and_file_path_both_work(csv_dataset) -> None:
+    csv_path = csv_dataset({"train": 1})
+    assert len(load_split(csv_path, "train")) == 7
+    assert len(load_split(csv_path.parent, "train")) == 7
+
+
+def test_missing_class_folders_are_named(folder_dataset) -> None:
+    root = folder_dataset({"train": 2}, classes=("angry", "happy", "sad"))
+    with pytest.raises(DatasetError, match="no images of: disgust, fear, neutral, surprise"):
+        load_split(root, "train")
+    subset = load_split(root, "train", require_all_classes=False)
+    assert subset.classes_present == ["angry", "happy", "sad"]
+
+
+def test_unknown_class_folder_is_named(folder_dataset) -> None:
+    root = folder_dataset({"train": 1})
+    (root / "train" / "contempt").mkdir()
+    with pytest.raises(DatasetError, match=r"unknown class folders .*contempt"):
+        load_split(root, "train")
+
+
+def test_hidden_folders_are_not_classes(folder_dataset) -> None:
+    root = folder_dataset({"train": 1})
+    (root / "train" / ".ipynb_checkpoints").mkdir()
+    (root / "train" / "__MACOSX").mkdir()
+    assert len(load_split(root, "train")) == 7
+
+
+def test_empty_class_folder_is_named(folder_dataset) -> None:
+    root = folder_dataset({"train": 1})
+    for f in (root / "train" / "fear").iterdir():
+        f.unlink()
+    (root / "train" / "fear" / "notes.txt").write_text("not an image")
+    with pytest.raises(DatasetError, match=r"empty class folders .*fear"):
+        load_split(root, "train")
+
+
+def test_corrupt_image_is_named_and_skip_corrupt_skips_it(folder_dataset) -> None:
+    root = folder_dataset({"train": 2})
+    bad = root / "train" / "sad" / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    (root / "train" / "sad" / "empty.jpg").write_bytes(b"")
+    with pytest.raises(DatasetError, match=r"2 unreadable or corrupt images .*broken\.png.*--skip-corrupt"):
+        load_split(root, "train")
+    data = load_split(root, "train", skip_corrupt=True)
+    assert len(data) == 14
+    assert sorted(Path(p).name for p in data.skipped) == ["broken.png", "empty.jpg"]
+
+
+def test_class_whose_images_are_all_corrupt_is_absent_when_skipped(folder_dataset) -> None:
+    root = folder_dataset({"train": 1})
+    for f in (root / "train" / "disgust").iterdir():
+        f.write_bytes(b"garbage")
+    with pytest.raises(DatasetError, match="no images of: disgust"):
+        load_split(root, "train", skip_corrupt=True)
+    data = load_split(root, "train", skip_corrupt=True, require_all_classes=False)
+    assert "disgust" not in data.classes_present and len(data) == 6
+
+
+def test_nonexistent_split_and_unknown_split_name(folder_dataset, csv_dataset) -> None:
+    root = folder_dataset({"train": 1})
+    with pytest.raises(DatasetError, match=r"split 'val' not found: expected the folder .*found: train"):
+        load_split(root, "val")
+    with pytest.raises(DatasetError, match="unknown split 'training'"):
+        load_split(root, "training")
+    with pytest.raises(DatasetError, match=r"split 'test' not found: .*Usage=PrivateTest"):
+        load_split(csv_dataset({"train": 1}), "test")
+
+
+def test_missing_data_set(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="data set not found"):
+        load_split(tmp_path / "nowhere", "train")
+
+
+def _csv_with_row(tmp_path: Path, row: str) -> Path:
+    good = " ".join(["0"] * 48 * 48)
+    path = tmp_path / "fer2013.csv"
+    path.write_text(f"emotion,pixels,Usage\n3,{good},Training\n{row}\n0,{good},Training\n", encoding="utf-8")
+    return path
+
+
+def test_csv_row_with_wrong_pixel_count_names_its_line(tmp_path: Path) -> None:
+    path = _csv_with_row(tmp_path, "2," + " ".join(["7"] * 100) + ",Training")
+    with pytest.raises(DatasetError, match=r"not 2304 values .*line numbers\): 3 \(100 values\).*--skip-corrupt"):
+        load_split(path, "train", require_all_classes=False)
+    data = load_split(path, "train", require_all_classes=False, skip_corrupt=True)
+    assert len(data) == 2 and data.classes_present == ["angry", "happy"]
+    assert data.skipped == ["3 (100 values)"]
+
+
+def test_csv_non_numeric_pixels_and_bad_labels(tmp_path: Path) -> None:
+    path = _csv_with_row(tmp_path, "2," + " ".join(["x"] * 2304) + ",Training")
+    with pytest.raises(DatasetError, match=r"3 \(not numbers\)"):
+        load_split(path, "train", require_all_classes=False)
+    path = _csv_with_row(tmp_path, "9," + " ".join(["1"] * 2304) + ",Training")
+    with pytest.raises(DatasetError, match=r"emotion label outside 0..6 on lines 3"):
+        load_split(path, "train", require_all_classes=False)
+
+
+def test_csv_missing_columns(tmp_path: Path) -> None:
+    path = tmp_path / "fer2013.csv"
+    path.write_text("label,pixels\n1,0 0\n", encoding="utf-8")
+    with pytest.raises(DatasetError, match="lacks the columns Usage, emotion"):
+        load_split(path, "train")
+
+
+def test_balanced_class_weights_are_capped_and_zero_for_absent_classes() -> None:
+    labels = np.array([3] * 90 + [0] * 9 + [1], dtype=np.int32)
+    weights = balanced_class_weights(labels, max_weight=5.0)
+    assert weights[1] == 5.0  # 100 / (7 * 1) = 14.3, capped
+    assert weights[3] == pytest.approx(100 / (7 * 90))
+    assert weights[2] == 0.0

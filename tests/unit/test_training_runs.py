@@ -1,0 +1,281 @@
+"""training.runs: run status logic, launching/stopping/resuming/promoting (with a stand-in trainer), log trimming."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fer_core.settings import Settings
+from training import runs
+from training.train import main as train_main
+
+FAKE_TRAINER = """#!/bin/sh
+# Stands in for `python -m training.train ...`: its command line says training.train; it idles until SIGTERM.
+trap 'echo got-term; exit 0' TERM
+echo "fake trainer: $*"
+while true; do sleep 0.1; done
+"""
+
+
+@pytest.fixture
+def fake_python(tmp_path: Path) -> Iterator[str]:
+    path = tmp_path / "fake-python"
+    path.write_text(FAKE_TRAINER)
+    path.chmod(0o755)
+    yield str(path)
+
+
+@pytest.fixture
+def runs_dir(tmp_path: Path) -> Iterator[Path]:
+    """A runs folder; any stand-in trainer still running at the end is terminated (by its own pid)."""
+    path = tmp_path / "runs"
+    yield path
+    for launch in path.glob(f"*/{runs.LAUNCH_FILE}"):
+        pid = (runs.read_json(launch) or {}).get("pid")
+        if pid and runs.pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def wait_for(predicate, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def make_run(runs_dir: Path, name: str, status: str, **state) -> Path:
+    run_dir = runs_dir / name
+    run_dir.mkdir(parents=True)
+    runs.write_json_atomic(run_dir / runs.CONFIG_FILE, {"data": "/nowhere", "epochs": 3})
+    runs.write_json_atomic(run_dir / runs.STATUS_FILE, {"status": status, "created_at": time.time(), **state})
+    return run_dir
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+# --- names and status ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["", "../evil", "a b", "-dash-first", "x" * 65, "run/1", ".hidden"])
+def test_bad_run_names_are_rejected(name: str) -> None:
+    with pytest.raises(ValueError, match="invalid run name"):
+        runs.validate_run_name(name)
+
+
+def test_train_cli_rejects_a_bad_run_name(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match=r"invalid run name '../escape'"):
+        train_main(["--data", str(tmp_path), "--run-name", "../escape", "--runs-dir", str(tmp_path / "runs")])
+    assert not (tmp_path / "escape").exists()
+
+
+def test_train_cli_resume_refusals(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="not a run directory"):
+        train_main(["--resume", str(tmp_path / "nope")])
+    finished = make_run(tmp_path, "done", "finished")
+    with pytest.raises(SystemExit, match=r"has finished; .*--init-from"):
+        train_main(["--resume", str(finished)])
+
+
+def test_running_status_with_dead_pid_reads_as_interrupted(tmp_path: Path) -> None:
+    run_dir = make_run(tmp_path, "r1", "running", pid=dead_pid())
+    assert runs.read_run(run_dir).status == "interrupted"
+
+
+def test_running_status_with_a_recycled_pid_reads_as_interrupted(tmp_path: Path) -> None:
+    other = subprocess.Popen(["sleep", "30"])  # alive, but not a training process
+    try:
+        run_dir = make_run(tmp_path, "r1", "running", pid=other.pid)
+        assert runs.read_run(run_dir).status == "interrupted"
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_queued_status_logic(tmp_path: Path) -> None:
+    fresh = make_run(tmp_path, "fresh", "queued", updated_at=time.time())
+    assert runs.read_run(fresh).status == "queued"  # the launcher is about to start it
+    stale = make_run(tmp_path, "stale", "queued", updated_at=time.time() - 3600)
+    assert runs.read_run(stale).status == "failed"
+    died = make_run(tmp_path, "died", "queued", updated_at=time.time())
+    runs.write_json_atomic(died / runs.LAUNCH_FILE, {"pid": dead_pid()})
+    info = runs.read_run(died)
+    assert info.status == "failed" and "exited before starting" in info.state["message"]
+    stopped = make_run(tmp_path, "stopped", "queued", updated_at=time.time())
+    runs.write_json_atomic(stopped / runs.LAUNCH_FILE, {"pid": dead_pid(), "stop_requested_at": time.time()})
+    assert runs.read_run(stopped).status == "stopped"
+
+
+# --- resume bookkeeping ----------------------------------------------------------------------
+
+
+def test_trim_logs_to_epoch_drops_epochs_the_backup_does_not_hold(tmp_path: Path) -> None:
+    run_dir = tmp_path / "r"
+    run_dir.mkdir()
+    (run_dir / runs.HISTORY_FILE).write_text(
+        "epoch,accuracy,val_accuracy\n0,0.2,0.25\n1,0.3,0.40\n2,0.35,0.30\n", encoding="utf-8"
+    )
+    lines = [
+        {"kind": "batch", "epoch": 1, "step": 5},
+        {"kind": "epoch", "epoch": 1},
+        {"kind": "epoch", "epoch": 2},
+        {"kind": "batch", "epoch": 3, "step": 5},
+    ]
+    (run_dir / runs.PROGRESS_FILE).write_text("".join(json.dumps(r) + "\n" for r in lines) + '{"kind": "ba')
+    runs.trim_logs_to_epoch(run_dir, 2)
+    assert [r["epoch"] for r in runs.read_history(run_dir)] == ["0", "1"]
+    assert [(r["kind"], r["epoch"]) for r in runs.read_progress(run_dir)] == [("batch", 1), ("epoch", 1), ("epoch", 2)]
+    assert runs.best_logged(run_dir, "val_accuracy") == pytest.approx(0.40)
+    runs.trim_logs_to_epoch(run_dir, 0)
+    assert runs.read_history(run_dir) == [] and runs.read_progress(run_dir) == []
+    assert runs.best_logged(run_dir) is None
+
+
+def test_backup_epoch_reads_keras_backup_metadata(tmp_path: Path) -> None:
+    backup = tmp_path / "backup" / "all"
+    assert runs.backup_epoch(backup) is None
+    backup.mkdir(parents=True)
+    (backup / "training_metadata.json").write_text('{"epoch": 2, "batch": 0}')
+    assert runs.backup_epoch(backup) is None  # metadata without weights is not a backup
+    (backup / "latest.weights.h5").write_bytes(b"x")
+    assert runs.backup_epoch(backup) == 2
+
+
+# --- options -------------------------------------------------------------------------------
+
+
+def test_options_to_args_validates_with_train_py_rules(tmp_path: Path) -> None:
+    args = runs.options_to_args({"data": "rel/data", "epochs": 5, "class_weights": True, "skip_corrupt": False})
+    assert args == ["--data", str(Path("rel/data").resolve()), "--epochs", "5", "--class-weights"]
+    with pytest.raises(ValueError, match="unknown training option 'epochz'"):
+        runs.options_to_args({"data": "d", "epochz": 5})
+    with pytest.raises(ValueError, match="must be positive"):
+        runs.options_to_args({"data": "d", "epochs": 0})
+    with pytest.raises(ValueError, match="--data is required"):
+        runs.options_to_args({"epochs": 3})
+    with pytest.raises(ValueError, match="invalid choice"):
+        runs.options_to_args({"data": "d", "augment": "extreme"})
+    with pytest.raises(ValueError, match="at least 75"):
+        runs.options_to_args({"data": "d", "image_size": 48})
+
+
+# --- launch / busy / stop / resume ----------------------------------------------------------
+
+
+def test_launch_is_detached_and_a_second_launch_is_refused(runs_dir: Path, fake_python: str, tmp_path: Path) -> None:
+    info = runs.launch_run(runs_dir, {"data": str(tmp_path), "epochs": 2, "run_name": "first"}, python=fake_python)
+    assert info.name == "first" and info.status == "queued" and info.is_active
+    launch = runs.read_json(info.path / runs.LAUNCH_FILE)
+    assert launch["command"][1:3] == ["-m", "training.train"]
+    assert "--run-name" in launch["command"] and str(runs_dir) in launch["command"]
+    pid = launch["pid"]
+    assert os.getsid(pid) == pid  # its own session: Streamlit reruns and Ctrl-C do not reach it
+    assert wait_for(lambda: "fake trainer:" in (info.path / runs.LOG_FILE).read_text())  # output goes to the log
+
+    with pytest.raises(runs.RunBusyError, match=r"run 'first' is queued .*only one training run at a time") as err:
+        runs.launch_run(runs_dir, {"data": str(tmp_path), "run_name": "second"}, python=fake_python)
+    assert err.value.run.name == "first"
+    assert not (runs_dir / "second").exists()
+    assert runs.active_run(runs_dir).name == "first"
+
+    assert runs.stop_run(info) is True
+    assert wait_for(lambda: not runs.pid_alive(pid))
+    assert "got-term" in (info.path / runs.LOG_FILE).read_text()  # SIGTERM, not SIGKILL
+    assert runs.read_run(info.path).status == "stopped"
+    assert runs.stop_run(info) is False  # nothing left to stop
+
+    second = runs.launch_run(runs_dir, {"data": str(tmp_path), "run_name": "second"}, python=fake_python)
+    assert second.is_active
+    runs.stop_run(second)
+
+
+def test_launch_refuses_an_existing_run_name(runs_dir: Path, fake_python: str, tmp_path: Path) -> None:
+    make_run(runs_dir, "taken", "failed")
+    with pytest.raises(ValueError, match="run 'taken' already exists"):
+        runs.launch_run(runs_dir, {"data": str(tmp_path), "run_name": "taken"}, python=fake_python)
+    with pytest.raises(ValueError, match="invalid run name"):
+        runs.launch_run(runs_dir, {"data": str(tmp_path), "run_name": "../up"}, python=fake_python)
+
+
+def test_an_externally_started_running_run_blocks_launches(runs_dir: Path, fake_python: str, tmp_path: Path) -> None:
+    # A run started from a terminal (not through launch_run) is just as busy.
+    proc = subprocess.Popen([fake_python, "-m", "training.train", "--data", "x"], start_new_session=True)
+    try:
+        make_run(runs_dir, "cli-run", "running", pid=proc.pid)
+        with pytest.raises(runs.RunBusyError, match="'cli-run' is running"):
+            runs.launch_run(runs_dir, {"data": str(tmp_path)}, python=fake_python)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_resume_run(runs_dir: Path, fake_python: str) -> None:
+    finished = make_run(runs_dir, "done", "finished")
+    with pytest.raises(ValueError, match="has finished"):
+        runs.resume_run(runs.read_run(finished), python=fake_python)
+    crashed = make_run(runs_dir, "crashed", "running", pid=dead_pid())
+    info = runs.resume_run(runs.read_run(crashed), python=fake_python, epochs=8)
+    assert info.status == "queued"
+    command = runs.read_json(crashed / runs.LAUNCH_FILE)["command"]
+    assert command[1:] == ["-m", "training.train", "--resume", str(crashed), "--epochs", "8"]
+    other = make_run(runs_dir, "other", "stopped")
+    with pytest.raises(runs.RunBusyError, match="'crashed'"):
+        runs.resume_run(runs.read_run(other), python=fake_python)
+    runs.stop_run(info)
+
+
+# --- promote ----------------------------------------------------------------------------------
+
+
+def _finished_run_with_export(runs_dir: Path, name: str = "good") -> Path:
+    run_dir = make_run(runs_dir, name, "finished", val_accuracy=0.61)
+    export = run_dir / runs.EXPORT_DIR
+    export.mkdir()
+    (export / "model.keras").write_bytes(b"keras-bytes")
+    (export / "model_int8.tflite").write_bytes(b"tflite-bytes")
+    (export / "report.json").write_text("{}")
+    (run_dir / runs.EVALUATION_FILE).write_text('{"accuracy": 0.61}')
+    (run_dir / runs.CONFUSION_FILE).write_bytes(b"png")
+    return run_dir
+
+
+def test_promote_copies_the_export_and_points_the_app_at_it(runs_dir: Path, tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "appdata", models_dir=tmp_path / "shipped")
+    run_dir = _finished_run_with_export(runs_dir)
+    dest = runs.promote_run(runs.read_run(run_dir), settings)
+    assert dest == tmp_path / "appdata" / "models" / "good"
+    assert (dest / "model.keras").read_bytes() == b"keras-bytes"
+    assert (dest / "model_int8.tflite").read_bytes() == b"tflite-bytes"
+    assert json.loads((dest / runs.EVALUATION_FILE).read_text())["accuracy"] == 0.61
+    assert (dest / runs.CONFUSION_FILE).is_file()
+    assert settings.active_model_dir() == dest.resolve()
+    # Promoting again replaces the copy whole.
+    (run_dir / runs.EXPORT_DIR / "model.keras").write_bytes(b"new-keras")
+    runs.promote_run(runs.read_run(run_dir), settings)
+    assert (dest / "model.keras").read_bytes() == b"new-keras"
+    assert not [p for p in dest.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_promote_refuses_unfinished_runs_and_runs_without_export(runs_dir: Path, tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "appdata", models_dir=tmp_path / "shipped")
+    stopped = make_run(runs_dir, "stopped", "stopped")
+    with pytest.raises(ValueError, match="run 'stopped' is stopped; only a finished run can be promoted"):
+        runs.promote_run(runs.read_run(stopped), settings)
+    bare = make_run(runs_dir, "bare", "finished")
+    with pytest.raises(ValueError, match=r"no complete export \(missing model.keras, model_int8.tflite"):
+        runs.promote_run(runs.read_run(bare), settings)
+    assert not settings.active_model_pointer.exists()
+    assert settings.active_model_dir() == settings.shipped_model_dir
