@@ -29,12 +29,14 @@ def resolve_model_file(path: str | Path, filename: str) -> Path:
     return candidate
 
 
+_POLICY_CLASSES = ("DTypePolicy", "FloatDTypePolicy")
+FLOAT16_MAX = 65504.0
+
+
 def _as_float32_config(node: Any) -> Any:
-    """Rewrite every float16 dtype policy in a serialized model config to float32."""
+    """Rewrite every float16 dtype (policies and plain dtype strings) in a serialized model config to float32."""
     if isinstance(node, dict):
-        if node.get("class_name") == "DTypePolicy" or node.get("module") == "keras" and "name" in node.get(
-            "config", {}
-        ) and node.get("class_name") in ("DTypePolicy", "FloatDTypePolicy"):
+        if node.get("class_name") in _POLICY_CLASSES and isinstance(node.get("config"), dict):
             return {**node, "config": {**node["config"], "name": "float32"}}
         return {key: _as_float32_config(value) for key, value in node.items()}
     if isinstance(node, list):
@@ -64,27 +66,34 @@ def load_keras_model(path: str | Path):
     except Exception as exc:  # Keras raises many types for a bad file
         raise ModelError(f"cannot load model {file}: {type(exc).__name__}: {exc}") from exc
     check_model_io(model.input_shape, model.output_shape, file)
-    if any(w.dtype == "float16" for w in model.weights):
-        weights = [np.asarray(w, dtype=np.float32) for w in model.get_weights()]
+    if any(str(w.dtype) == "float16" for w in model.weights):
+        # Rebuild in float32 (computing in float16 on CPU is slower and less accurate) and upcast.
+        weights = [w.astype(np.float32) if w.dtype == np.float16 else w for w in model.get_weights()]
         model = keras.Model.from_config(_as_float32_config(model.get_config()))
         model.set_weights(weights)
     return model
 
 
 def save_keras_float16(model, path: str | Path) -> None:
-    """Save `model` as .keras with float16 weights: half the size, accuracy measured unchanged."""
+    """Save `model` as .keras with float16 weights: half the size; load_keras_model restores float32.
+
+    Raises ModelError if a weight does not fit float16 (|w| > 65504) rather than storing inf.
+    """
     import keras
     import numpy as np
 
-    config = model.get_config()
-    half = keras.Model.from_config(_to_float16_config(config))
-    half.set_weights([np.asarray(w, dtype=np.float16) for w in model.get_weights()])
+    weights = model.get_weights()
+    for w, var in zip(weights, model.weights, strict=True):
+        if np.issubdtype(w.dtype, np.floating) and w.size and float(np.abs(w).max()) > FLOAT16_MAX:
+            raise ModelError(f"weight {var.path} reaches {float(np.abs(w).max()):.3g}, beyond float16's range")
+    half = keras.Model.from_config(_to_float16_config(model.get_config()))
+    half.set_weights([w.astype(np.float16) if np.issubdtype(w.dtype, np.floating) else w for w in weights])
     half.save(path)
 
 
 def _to_float16_config(node: Any) -> Any:
     if isinstance(node, dict):
-        if node.get("class_name") in ("DTypePolicy", "FloatDTypePolicy"):
+        if node.get("class_name") in _POLICY_CLASSES and isinstance(node.get("config"), dict):
             return {**node, "config": {**node["config"], "name": "float16"}}
         return {key: _to_float16_config(value) for key, value in node.items()}
     if isinstance(node, list):

@@ -45,10 +45,10 @@ class Settings(BaseSettings):
 
     # --- face detector (defaults measured on the group photos, see README) --
     detect_width: int = Field(default=640, ge=160, description="Frames are downscaled to this width to detect.")
-    scale_factor: float = Field(default=1.1, gt=1.0, le=2.0)
-    min_neighbors: int = Field(default=4, ge=1, le=20)
+    scale_factor: float = Field(default=1.2, gt=1.0, le=2.0)
+    min_neighbors: int = Field(default=3, ge=1, le=20)
     min_face_fraction: float = Field(default=0.05, gt=0.0, lt=1.0, description="Min face side / frame height.")
-    min_face_confidence: float = Field(default=0.0, description="Haar level weight below which boxes are dropped.")
+    min_face_confidence: float = Field(default=1.0, description="Haar level weight below which boxes are dropped.")
     detect_every: int = Field(default=2, ge=1, le=30, description="Run detection on every k-th analysed frame.")
 
     # --- tracking and aggregation -------------------------------------------

@@ -1,0 +1,350 @@
+"""Per-session one-second buckets, the needs-attention signal, and what the store receives.
+
+The video thread calls `add(now, tracks)` for every analysed frame; the UI thread
+calls `snapshot()`; a writer calls `drain()`. One lock guards the shared state and is
+held only for O(1) work or a copy of <= window_s references, so neither thread
+blocks the other for long.
+
+Definitions (all over completed one-second buckets, keyed by the epoch second):
+- `faces`: the largest number of faces in any single analysed frame of that second.
+  The max, not the mean, because Haar misses a face in some frames (a mean would
+  undercount) and not distinct track ids, because a face that is lost and found
+  again gets a new id (that would overcount).
+- `p_<emotion>`: mean smoothed probability over every face-observation (one
+  face in one analysed frame) of the second.
+- `share_<emotion>`: fraction of those face-observations whose smoothed label is
+  that emotion (the "dominant-emotion share").
+- needs attention: the negative share (sum of shares of NEGATIVE_EMOTIONS) is
+  above `negative_share` in `attention_seconds` consecutive seconds that each had
+  faces. A second without faces, a second with no analysed frame, or a second at
+  or below the threshold ends the streak (no evidence is not evidence of a problem).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+
+from fer_core.emotions import EMOTIONS, NEGATIVE_EMOTIONS, NUM_EMOTIONS
+
+ATTENTION_KIND = "needs_attention"
+PROB_COLUMNS: tuple[str, ...] = tuple(f"p_{e}" for e in EMOTIONS)
+SHARE_COLUMNS: tuple[str, ...] = tuple(f"share_{e}" for e in EMOTIONS)
+_NEGATIVE_MASK = np.array([e in NEGATIVE_EMOTIONS for e in EMOTIONS])
+_NEGATIVE_INDICES = tuple(i for i, e in enumerate(EMOTIONS) if e in NEGATIVE_EMOTIONS)
+_NAN_PROBS = (float("nan"),) * NUM_EMOTIONS
+_ZERO_SHARES = (0.0,) * NUM_EMOTIONS
+NEGATIVE_WORDS = ", ".join(e for e in EMOTIONS if e in NEGATIVE_EMOTIONS).rsplit(", ", 1)
+NEGATIVE_PHRASE = " or ".join(NEGATIVE_WORDS)  # "angry, disgust, fear or sad"
+
+# Bounds on what waits for drain(): an hour of buckets; samples for ~an hour of ~50 faces.
+MAX_PENDING_BUCKETS = 3_600
+MAX_PENDING_SAMPLES = 200_000
+MAX_PENDING_EVENTS = 1_000
+RECENT_EVENTS = 50
+
+
+class TrackLike(Protocol):
+    """What the aggregator needs of a face in a frame (a `track.Track` or a pipeline observation)."""
+
+    @property
+    def track_id(self) -> int: ...
+    @property
+    def probs(self) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class Bucket:
+    t: int  # epoch second
+    faces: int
+    frames: int  # analysed frames in this second
+    observations: int  # face-observations in this second
+    mean_probs: tuple[float, ...]  # EMOTIONS order; NaN without faces
+    shares: tuple[float, ...]  # EMOTIONS order; 0 without faces
+    needs_attention: bool
+
+    @property
+    def negative_share(self) -> float:
+        return float(sum(self.shares[i] for i in _NEGATIVE_INDICES))
+
+
+@dataclass(frozen=True)
+class TrackSample:
+    """One track's mean over one bucket."""
+
+    t: int
+    track_id: int
+    probs: tuple[float, ...]
+    label: str
+    confidence: float
+
+
+@dataclass(frozen=True)
+class AttentionEvent:
+    """Emitted once when attention starts (t_end None) and again when it ends (same t_start)."""
+
+    t_start: float
+    t_end: float | None
+    reason: str
+    kind: str = ATTENTION_KIND
+
+
+@dataclass(frozen=True)
+class Drained:
+    buckets: tuple[Bucket, ...] = ()
+    samples: tuple[TrackSample, ...] = ()
+    events: tuple[AttentionEvent, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.buckets or self.samples or self.events)
+
+
+@dataclass(frozen=True)
+class SessionSummary:
+    frames_analysed: int
+    faces_seen: int  # peak faces in one second (see module docstring for why not track ids)
+    dominant_emotion: str | None
+    seconds: int  # completed buckets
+
+
+def buckets_frame(buckets: Sequence[Bucket]) -> pd.DataFrame:
+    """Buckets -> DataFrame: t, time (UTC), faces, frames, p_*, share_*, negative_share, needs_attention."""
+    columns = ["t", "time", "faces", "frames", *PROB_COLUMNS, *SHARE_COLUMNS, "negative_share", "needs_attention"]
+    if not buckets:
+        return pd.DataFrame({c: pd.Series(dtype="float64") for c in columns})
+    probs = np.array([b.mean_probs for b in buckets], dtype=np.float64)
+    shares = np.array([b.shares for b in buckets], dtype=np.float64)
+    t = np.array([b.t for b in buckets], dtype=np.int64)
+    data: dict[str, object] = {
+        "t": t,
+        "time": pd.to_datetime(t, unit="s", utc=True),
+        "faces": np.array([b.faces for b in buckets], dtype=np.int64),
+        "frames": np.array([b.frames for b in buckets], dtype=np.int64),
+    }
+    data.update({c: probs[:, i] for i, c in enumerate(PROB_COLUMNS)})
+    data.update({c: shares[:, i] for i, c in enumerate(SHARE_COLUMNS)})
+    data["negative_share"] = shares[:, _NEGATIVE_MASK].sum(axis=1)
+    data["needs_attention"] = np.array([b.needs_attention for b in buckets], dtype=bool)
+    return pd.DataFrame(data, columns=columns)
+
+
+@dataclass(frozen=True)
+class AggregatorSnapshot:
+    """A consistent, immutable copy for the UI; `frame()` builds the DataFrame outside any lock."""
+
+    buckets: tuple[Bucket, ...]
+    faces_now: int
+    attention: bool
+    attention_reason: str | None
+    recent_events: tuple[AttentionEvent, ...]
+    frames_analysed: int
+    dropped: int
+
+    def frame(self) -> pd.DataFrame:
+        return buckets_frame(self.buckets)
+
+
+@dataclass
+class _Accumulator:
+    """Running sums for the second being filled (video thread only)."""
+
+    t: int
+    frames: int = 0
+    faces: int = 0
+    observations: int = 0
+    prob_sum: np.ndarray = field(default_factory=lambda: np.zeros(NUM_EMOTIONS))
+    label_counts: np.ndarray = field(default_factory=lambda: np.zeros(NUM_EMOTIONS, dtype=np.int64))
+    per_track: dict[int, list] = field(default_factory=dict)  # id -> [prob_sum, count]
+
+
+class SessionAggregator:
+    def __init__(
+        self,
+        window_s: int = 600,
+        negative_share: float = 0.5,
+        attention_seconds: int = 10,
+        max_pending_buckets: int = MAX_PENDING_BUCKETS,
+        max_pending_samples: int = MAX_PENDING_SAMPLES,
+        max_pending_events: int = MAX_PENDING_EVENTS,
+    ) -> None:
+        if window_s < 1 or attention_seconds < 1:
+            raise ValueError("window_s and attention_seconds must be >= 1")
+        if not 0.0 <= negative_share <= 1.0:
+            raise ValueError(f"negative_share must be in [0, 1], got {negative_share}")
+        self.window_s = window_s
+        self.negative_share = negative_share
+        self.attention_seconds = attention_seconds
+        self._lock = threading.Lock()
+        self._window: deque[Bucket] = deque(maxlen=window_s)
+        self._pending_buckets: deque[Bucket] = deque()
+        self._pending_samples: deque[TrackSample] = deque()
+        self._pending_events: deque[AttentionEvent] = deque()
+        self._limits = (max_pending_buckets, max_pending_samples, max_pending_events)
+        self._recent_events: deque[AttentionEvent] = deque(maxlen=RECENT_EVENTS)
+        self._acc: _Accumulator | None = None
+        self._faces_now = 0
+        self._frames = 0
+        self._dropped = 0
+        self._peak_faces = 0
+        self._seconds = 0
+        self._label_totals = np.zeros(NUM_EMOTIONS, dtype=np.int64)
+        # attention state
+        self._last_t: int | None = None
+        self._streak = 0
+        self._streak_share_sum = 0.0
+        self._open_event: AttentionEvent | None = None
+        self._closed = False
+
+    # --- video thread ---------------------------------------------------------------
+    def add(self, now: float, tracks: Sequence[TrackLike]) -> None:
+        """Record one analysed frame's faces (smoothed probabilities) at time `now` (epoch s)."""
+        second = int(np.floor(now))
+        n = len(tracks)
+        probs = np.array([t.probs for t in tracks], dtype=np.float64).reshape(n, NUM_EMOTIONS)
+        labels = probs.argmax(axis=1)
+        with self._lock:
+            if self._closed:
+                return
+            acc = self._acc
+            # A clock that steps back keeps filling the current second: buckets stay in order.
+            if acc is None or second > acc.t:
+                if acc is not None:
+                    self._complete(acc)
+                acc = self._acc = _Accumulator(second)
+            acc.frames += 1
+            acc.faces = max(acc.faces, n)
+            acc.observations += n
+            if n:
+                acc.prob_sum += probs.sum(axis=0)
+                acc.label_counts += np.bincount(labels, minlength=NUM_EMOTIONS)
+                for track, row in zip(tracks, probs, strict=True):
+                    entry = acc.per_track.get(track.track_id)
+                    if entry is None:
+                        acc.per_track[track.track_id] = [row.copy(), 1]
+                    else:
+                        entry[0] += row
+                        entry[1] += 1
+            self._frames += 1
+            self._faces_now = n
+
+    def close(self) -> None:
+        """Complete the second in progress and end an open attention event (idempotent)."""
+        with self._lock:
+            if self._closed:
+                return
+            if self._acc is not None:
+                self._complete(self._acc)
+                self._acc = None
+            if self._open_event is not None and self._last_t is not None:
+                self._end_attention(self._last_t + 1)
+            self._closed = True
+
+    # --- any thread -----------------------------------------------------------------
+    def snapshot(self) -> AggregatorSnapshot:
+        with self._lock:
+            return AggregatorSnapshot(
+                buckets=tuple(self._window),
+                faces_now=self._faces_now,
+                attention=self._open_event is not None,
+                attention_reason=self._open_event.reason if self._open_event else None,
+                recent_events=tuple(self._recent_events),
+                frames_analysed=self._frames,
+                dropped=self._dropped,
+            )
+
+    def drain(self) -> Drained:
+        """Hand out and forget everything completed since the last drain."""
+        with self._lock:
+            if not (self._pending_buckets or self._pending_samples or self._pending_events):
+                return Drained()
+            out = Drained(tuple(self._pending_buckets), tuple(self._pending_samples), tuple(self._pending_events))
+            self._pending_buckets.clear()
+            self._pending_samples.clear()
+            self._pending_events.clear()
+            return out
+
+    @property
+    def has_pending(self) -> bool:
+        # Unlocked read of deque lengths: a cheap hint for the video thread, never wrong for long.
+        return bool(self._pending_buckets or self._pending_samples or self._pending_events)
+
+    @property
+    def dropped(self) -> int:
+        """Records discarded because nobody drained them in time."""
+        return self._dropped
+
+    def summary(self) -> SessionSummary:
+        with self._lock:
+            dominant = EMOTIONS[int(self._label_totals.argmax())] if self._label_totals.any() else None
+            return SessionSummary(self._frames, self._peak_faces, dominant, self._seconds)
+
+    # --- internals (lock held) ------------------------------------------------------------
+    def _push(self, queue: deque, item: object, limit: int) -> None:
+        if len(queue) >= limit:
+            queue.popleft()  # keep the newest: the store can live with a gap, the UI wants now
+            self._dropped += 1
+        queue.append(item)
+
+    def _complete(self, acc: _Accumulator) -> None:
+        n = acc.observations
+        if n:
+            mean = tuple((acc.prob_sum / n).tolist())
+            shares = tuple((acc.label_counts / n).tolist())
+        else:
+            mean, shares = _NAN_PROBS, _ZERO_SHARES
+        negative = sum(shares[i] for i in _NEGATIVE_INDICES)
+        attention = self._update_attention(acc.t, acc.faces > 0 and negative > self.negative_share, negative)
+        bucket = Bucket(acc.t, acc.faces, acc.frames, n, mean, shares, attention)
+        self._window.append(bucket)
+        self._push(self._pending_buckets, bucket, self._limits[0])
+        for track_id, (prob_sum, count) in acc.per_track.items():
+            track_mean = (prob_sum / count).tolist()
+            top = max(range(NUM_EMOTIONS), key=track_mean.__getitem__)  # first max, like argmax
+            sample = TrackSample(acc.t, track_id, tuple(track_mean), EMOTIONS[top], track_mean[top])
+            self._push(self._pending_samples, sample, self._limits[1])
+        self._peak_faces = max(self._peak_faces, acc.faces)
+        self._label_totals += acc.label_counts
+        self._seconds += 1
+
+    def _update_attention(self, t: int, qualifies: bool, negative: float) -> bool:
+        contiguous = self._last_t is not None and t == self._last_t + 1
+        if self._open_event is not None and not (qualifies and contiguous):
+            self._end_attention(self._last_t + 1 if self._last_t is not None else t)
+        if qualifies:
+            if contiguous and self._streak > 0:
+                self._streak += 1
+                self._streak_share_sum += negative
+            else:
+                self._streak, self._streak_share_sum = 1, negative
+        else:
+            self._streak, self._streak_share_sum = 0, 0.0
+        self._last_t = t
+        if self._open_event is None and self._streak >= self.attention_seconds:
+            reason = (
+                f"{self._streak_share_sum / self._streak:.0%} of faces have looked {NEGATIVE_PHRASE} "
+                f"for {self._streak} s"
+            )
+            self._open_event = AttentionEvent(float(t - self._streak + 1), None, reason)
+            self._emit(self._open_event)
+        return self._open_event is not None
+
+    def _end_attention(self, t_end: int) -> None:
+        event = self._open_event
+        assert event is not None
+        seconds = max(1, self._streak)
+        reason = (
+            f"{self._streak_share_sum / seconds:.0%} of faces looked {NEGATIVE_PHRASE} "
+            f"for {round(t_end - event.t_start)} s"
+        )
+        self._emit(AttentionEvent(event.t_start, float(t_end), reason))
+        self._open_event = None
+
+    def _emit(self, event: AttentionEvent) -> None:
+        self._recent_events.append(event)
+        self._push(self._pending_events, event, self._limits[2])

@@ -1,0 +1,130 @@
+"""Emotion classifiers: one interface, one subclass per backend, chosen by a factory.
+
+- `KerasClassifier`: the `.keras` model (the reference; what evaluation uses).
+- `LiteRTClassifier`: the dynamic-range int8 export run by `ai_edge_litert` (fast path).
+
+Every backend takes a batch of faces (n, 48, 48, 1) float32 in 0..255 (see
+`fer_core.preprocess.crop_faces`) and returns (n, 7) probabilities in EMOTIONS order.
+All faces of a frame go through one call. Models load once per process.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import numpy as np
+
+from fer_core.emotions import FACE_SIZE, NUM_EMOTIONS
+from fer_core.model_io import KERAS_FILE, TFLITE_FILE, ModelError, check_model_io, resolve_model_file
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "keras", "litert")
+LITERT_THREADS = 2
+
+
+class EmotionClassifier(ABC):
+    backend: str = "abstract"
+
+    def __init__(self, source: Path) -> None:
+        self.source = source
+
+    def predict(self, faces: np.ndarray) -> np.ndarray:
+        """(n, 48, 48, 1) float32 0..255 -> (n, 7) probabilities. n may be 0."""
+        faces = np.asarray(faces, dtype=np.float32)
+        if faces.ndim != 4 or faces.shape[1:] != (FACE_SIZE, FACE_SIZE, 1):
+            raise ValueError(f"faces must be (n, {FACE_SIZE}, {FACE_SIZE}, 1); got {faces.shape}")
+        if len(faces) == 0:
+            return np.empty((0, NUM_EMOTIONS), dtype=np.float32)
+        return self._predict(faces)
+
+    @abstractmethod
+    def _predict(self, faces: np.ndarray) -> np.ndarray: ...
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.source})"
+
+
+class KerasClassifier(EmotionClassifier):
+    backend = "keras"
+
+    def __init__(self, path: Path) -> None:
+        from fer_core.model_io import load_keras_model
+
+        super().__init__(resolve_model_file(path, KERAS_FILE))
+        import tensorflow as tf
+
+        self._model = load_keras_model(self.source)
+        # A traced function is faster than predict() for small batches and is thread-safe.
+        self._forward = tf.function(lambda x: self._model(x, training=False), reduce_retracing=True)
+
+    def _predict(self, faces: np.ndarray) -> np.ndarray:
+        return np.asarray(self._forward(faces), dtype=np.float32)
+
+
+class LiteRTClassifier(EmotionClassifier):
+    backend = "litert"
+
+    def __init__(self, path: Path, num_threads: int = LITERT_THREADS) -> None:
+        super().__init__(resolve_model_file(path, TFLITE_FILE))
+        from ai_edge_litert.interpreter import Interpreter
+
+        try:
+            self._interpreter = Interpreter(model_path=str(self.source), num_threads=num_threads)
+        except (ValueError, RuntimeError) as exc:
+            raise ModelError(f"cannot load LiteRT model {self.source}: {exc}") from exc
+        self._input = self._interpreter.get_input_details()[0]
+        self._output = self._interpreter.get_output_details()[0]
+        check_model_io(tuple(self._input["shape"]), tuple(self._output["shape"]), self.source)
+        self._batch = 0
+        # One interpreter is not re-entrant: serialise calls from the video threads.
+        self._lock = threading.Lock()
+
+    def _predict(self, faces: np.ndarray) -> np.ndarray:
+        with self._lock:
+            if len(faces) != self._batch:
+                self._interpreter.resize_tensor_input(self._input["index"], list(faces.shape))
+                self._interpreter.allocate_tensors()
+                self._batch = len(faces)
+            self._interpreter.set_tensor(self._input["index"], faces)
+            self._interpreter.invoke()
+            return np.array(self._interpreter.get_tensor(self._output["index"]), dtype=np.float32)
+
+
+def _choose_backend(model_dir: Path, backend: str) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown classifier backend {backend!r}; use one of {', '.join(BACKENDS)}")
+    if backend != "auto":
+        return backend
+    base = model_dir if model_dir.is_dir() else model_dir.parent
+    if (base / TFLITE_FILE).is_file() or model_dir.suffix == ".tflite":
+        return "litert"
+    return "keras"
+
+
+@functools.lru_cache(maxsize=4)
+def _load_cached(model_path: str, backend: str, mtime: float) -> EmotionClassifier:
+    path = Path(model_path)
+    log.info("loading %s classifier from %s", backend, path)
+    return LiteRTClassifier(path) if backend == "litert" else KerasClassifier(path)
+
+
+def load_classifier(model_dir: str | Path | None = None, backend: str = "auto") -> EmotionClassifier:
+    """The classifier for `model_dir` (default: the active model), loaded once per process."""
+    if model_dir is None:
+        from fer_core.settings import get_settings
+
+        settings = get_settings()
+        model_dir = settings.active_model_dir()
+        if backend == "auto":
+            backend = settings.classifier_backend
+    model_dir = Path(model_dir).expanduser().resolve()
+    if not model_dir.exists():
+        raise ModelError(f"model not found: {model_dir}")
+    chosen = _choose_backend(model_dir, backend)
+    file = resolve_model_file(model_dir, TFLITE_FILE if chosen == "litert" else KERAS_FILE)
+    return _load_cached(str(model_dir), chosen, file.stat().st_mtime)

@@ -1,0 +1,187 @@
+"""One analysis session (a live stream or a recording): pipeline + aggregator + store writer.
+
+Threads: the video thread calls `process_frame()`; it never touches the database,
+it only drains the aggregator into the writer's queue. The UI thread calls
+`snapshot()`, `configure()` and `stop()`. Every session builds its own detector,
+tracker, aggregator and writer, so two sessions never share state; only the
+classifier (stateless, loaded once per process) and the Store (a thread-safe
+connection pool) are shared.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+import numpy as np
+
+from fer_core.aggregate import AggregatorSnapshot, SessionAggregator, SessionSummary
+from fer_core.classify import EmotionClassifier, load_classifier
+from fer_core.detect import DetectorParams, HaarFaceDetector
+from fer_core.pipeline import FaceObservation, FramePipeline, PipelineStats
+from fer_core.settings import Settings, get_settings
+from fer_core.store import BackgroundWriter, Source, Store, StoreError, get_store
+from fer_core.track import FaceTracker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LiveSnapshot:
+    session_id: int
+    aggregate: AggregatorSnapshot
+    tracks: tuple[FaceObservation, ...]  # faces in the latest processed frame
+    stats: PipelineStats
+    writer_error: str | None
+    writes_dropped: int
+    stopped: bool
+
+    @property
+    def analysed_fps(self) -> float:
+        return self.stats.analysed_fps
+
+
+class LiveSession:
+    def __init__(
+        self,
+        store: Store,
+        classifier: EmotionClassifier,
+        *,
+        name: str,
+        class_label: str = "",
+        source: Source = "live",
+        settings: Settings | None = None,
+        detector_params: DetectorParams | None = None,
+        smoothing: float | None = None,
+        detect_every: int | None = None,
+        started_at: datetime | None = None,
+    ) -> None:
+        settings = settings or get_settings()
+        self.store = store
+        self.source = source
+        self.session_id = store.create_session(name, class_label, source, started_at=started_at)
+        self.pipeline = FramePipeline(
+            HaarFaceDetector(detector_params or DetectorParams.from_settings(settings)),
+            classifier,
+            FaceTracker(
+                max_age_s=settings.track_max_age_s,
+                smoothing=settings.smoothing if smoothing is None else smoothing,
+            ),
+            detect_every=settings.detect_every if detect_every is None else detect_every,
+        )
+        self.aggregator = SessionAggregator(
+            window_s=settings.live_window_s,
+            negative_share=settings.attention_negative_share,
+            attention_seconds=settings.attention_seconds,
+        )
+        self.writer = BackgroundWriter(store, flush_interval_s=settings.flush_interval_s)
+        self._frame_lock = threading.Lock()  # the video thread vs stop(); never taken by snapshot()
+        self._stopped = False
+        self._summary: SessionSummary | None = None
+        self._last_faces: tuple[FaceObservation, ...] = ()
+        self.last_error: str | None = None
+
+    @classmethod
+    def open(
+        cls,
+        settings: Settings | None = None,
+        *,
+        name: str,
+        class_label: str = "",
+        source: Source = "live",
+        min_neighbors: int | None = None,
+        smoothing: float | None = None,
+        classifier: EmotionClassifier | None = None,
+        store: Store | None = None,
+        detect_every: int | None = None,
+        started_at: datetime | None = None,
+    ) -> LiveSession:
+        """A session on the configured database and model (both loaded once per process)."""
+        settings = settings or get_settings()
+        params = DetectorParams.from_settings(settings)
+        if min_neighbors is not None:
+            params = replace(params, min_neighbors=min_neighbors)
+        classifier = classifier or load_classifier(settings.active_model_dir(), settings.classifier_backend)
+        return cls(
+            store or get_store(settings.db_url),
+            classifier,
+            name=name,
+            class_label=class_label,
+            source=source,
+            settings=settings,
+            detector_params=params,
+            smoothing=smoothing,
+            detect_every=detect_every,
+            started_at=started_at,
+        )
+
+    # --- video thread -----------------------------------------------------------------------
+    def process_frame(self, frame: np.ndarray, now: float | None = None) -> tuple[np.ndarray, list[FaceObservation]]:
+        """Analyse a frame; after stop() frames pass through untouched."""
+        now = time.time() if now is None else now
+        with self._frame_lock:
+            if self._stopped:
+                return frame, []
+            annotated, faces = self.pipeline.process(frame, now)
+            self.aggregator.add(now, faces)
+            self._last_faces = tuple(faces)
+            if self.aggregator.has_pending:
+                self.writer.submit(self.session_id, self.aggregator.drain())
+            return annotated, faces
+
+    # --- UI thread ---------------------------------------------------------------------------
+    def snapshot(self) -> LiveSnapshot:
+        return LiveSnapshot(
+            session_id=self.session_id,
+            aggregate=self.aggregator.snapshot(),
+            tracks=self._last_faces,
+            stats=self.pipeline.stats(),
+            writer_error=self.writer.last_error or self.last_error,
+            writes_dropped=self.writer.dropped + self.aggregator.dropped,
+            stopped=self._stopped,
+        )
+
+    def configure(self, *, min_neighbors: int | None = None, smoothing: float | None = None) -> None:
+        """Change detector sensitivity / label smoothing while running (atomic attribute swaps)."""
+        detector = self.pipeline.detector
+        if min_neighbors is not None and min_neighbors != detector.params.min_neighbors:
+            detector.params = replace(detector.params, min_neighbors=min_neighbors)
+        tracker = self.pipeline.tracker
+        if smoothing is not None and smoothing != tracker.smoothing:
+            if not 0.0 <= smoothing < 1.0:
+                raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
+            tracker.smoothing = smoothing
+
+    def stop(self, status: str = "completed", ended_at: datetime | None = None) -> SessionSummary:
+        """Close the session with its summary and flush everything (idempotent, any thread)."""
+        with self._frame_lock:
+            if self._stopped:
+                assert self._summary is not None
+                return self._summary
+            self._stopped = True
+            self.aggregator.close()
+            self._summary = self.aggregator.summary()
+            self.writer.submit(self.session_id, self.aggregator.drain())
+        self.writer.close()
+        if self.writer.last_error:
+            self.last_error = self.writer.last_error
+        try:
+            self.store.close_session(
+                self.session_id,
+                faces_seen=self._summary.faces_seen,
+                dominant_emotion=self._summary.dominant_emotion,
+                frames_analysed=self._summary.frames_analysed,
+                status=status,
+                ended_at=ended_at or datetime.now(UTC),
+            )
+        except StoreError as exc:  # the page shows it; stopping must not raise into the UI
+            self.last_error = str(exc)
+            log.warning("could not close session %s: %s", self.session_id, exc)
+        return self._summary
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped

@@ -1,0 +1,600 @@
+"""Session storage (SQLAlchemy 2, any URL; SQLite file under data_dir by default).
+
+Only numbers are stored: per-second buckets, per-track-per-second samples, and
+needs-attention events. Never a frame or a face image. User-given names and labels
+are stored as given through parameterised statements; the UI escapes them on display.
+
+`BackgroundWriter` moves writes off the video thread: `submit()` never blocks and a
+daemon thread flushes at least every `flush_interval_s`, so a crash loses about
+two seconds (the open bucket plus one interval).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.pool import StaticPool
+
+from fer_core.aggregate import PROB_COLUMNS, SHARE_COLUMNS, AttentionEvent, Bucket, Drained, TrackSample
+from fer_core.emotions import EMOTIONS, NEGATIVE_EMOTIONS
+
+log = logging.getLogger(__name__)
+
+Source = Literal["live", "recording"]
+SOURCES: tuple[str, ...] = ("live", "recording")
+STATUSES: tuple[str, ...] = ("running", "completed", "partial", "failed")
+NAME_MAX = 200
+
+
+class StoreError(RuntimeError):
+    """The database cannot be reached, opened, written or read; the message says which and why."""
+
+
+class SessionNotFound(StoreError):
+    """The session does not exist (never created, or deleted meanwhile)."""
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in, aware UTC datetimes out, on every backend (SQLite drops tzinfo)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; use datetime.now(UTC)")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+metadata = MetaData()
+
+sessions_table = Table(
+    "sessions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(NAME_MAX), nullable=False),
+    Column("class_label", String(NAME_MAX), nullable=False, default=""),
+    Column("source", String(16), nullable=False),
+    Column("started_at", UTCDateTime, nullable=False, index=True),
+    Column("ended_at", UTCDateTime, nullable=True),
+    Column("faces_seen", Integer, nullable=False, default=0),
+    Column("dominant_emotion", String(16), nullable=True),
+    Column("frames_analysed", Integer, nullable=False, default=0),
+    Column("status", String(16), nullable=False, default="running"),
+    CheckConstraint(f"source IN {SOURCES!r}", name="ck_sessions_source"),
+    CheckConstraint(f"status IN {STATUSES!r}", name="ck_sessions_status"),
+)
+
+
+def _session_fk() -> Column[int]:
+    return Column("session_id", ForeignKey("sessions.id", ondelete="CASCADE"), primary_key=True)
+
+
+buckets_table = Table(
+    "buckets",
+    metadata,
+    _session_fk(),
+    Column("t", BigInteger, primary_key=True),  # epoch second
+    Column("faces", Integer, nullable=False),
+    *[Column(c, Float, nullable=True) for c in PROB_COLUMNS],  # NULL: no face that second
+    *[Column(c, Float, nullable=False) for c in SHARE_COLUMNS],
+    Column("needs_attention", Boolean, nullable=False, default=False),
+)
+
+track_samples_table = Table(
+    "track_samples",
+    metadata,
+    _session_fk(),
+    Column("t", BigInteger, primary_key=True),
+    Column("track_id", Integer, primary_key=True),
+    Column("label", String(16), nullable=False),
+    Column("confidence", Float, nullable=False),
+    *[Column(c, Float, nullable=False) for c in PROB_COLUMNS],
+)
+
+events_table = Table(
+    "events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("session_id", ForeignKey("sessions.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("t_start", Float, nullable=False),
+    Column("t_end", Float, nullable=True),
+    Column("kind", String(32), nullable=False),
+    Column("reason", Text, nullable=False),
+    UniqueConstraint("session_id", "kind", "t_start", name="uq_events_start"),
+)
+
+_CHILD_TABLES = (buckets_table, track_samples_table, events_table)
+
+
+def _sqlite_file(url: URL) -> Path | None:
+    """The file behind a SQLite URL (plain or `file:` URI form); None for in-memory databases."""
+    if url.get_backend_name() != "sqlite":
+        return None
+    database = url.database or ""
+    if database in ("", ":memory:") or "mode=memory" in database:
+        return None
+    if database.startswith("file:"):
+        database = database[len("file:") :].split("?", 1)[0]
+    return Path(database)
+
+
+def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA foreign_keys=ON")  # off by default in SQLite: cascades need it
+        cursor.execute("PRAGMA busy_timeout=10000")
+        with contextlib.suppress(Exception):
+            # WAL lets the UI read while the writer writes; a read-only file cannot switch, which is fine.
+            cursor.execute("PRAGMA journal_mode=WAL")
+    finally:
+        cursor.close()
+
+
+def _explain(exc: BaseException, url_text: str, action: str) -> str:
+    """A one-line, human message; never the SQL text or a password."""
+    orig = getattr(exc, "orig", None) or exc
+    detail = str(orig).splitlines()[0] if str(orig) else type(orig).__name__
+    lowered = detail.lower()
+    if "readonly" in lowered or "read-only" in lowered or "read only" in lowered:
+        return f"cannot {action}: the database {url_text} is read-only ({detail})"
+    if "unable to open" in lowered or "could not connect" in lowered or "connection refused" in lowered:
+        return f"cannot {action}: the database {url_text} cannot be opened or reached ({detail})"
+    if "locked" in lowered or "busy" in lowered:
+        return f"cannot {action}: the database {url_text} is busy ({detail})"
+    return f"cannot {action} in {url_text}: {type(orig).__name__}: {detail}"
+
+
+def _utc(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, tz=UTC)
+
+
+class Store:
+    """Thread-safe: the engine pools connections and every method runs its own transaction."""
+
+    def __init__(self, url: str | URL | None = None) -> None:
+        if url is None:
+            from fer_core.settings import get_settings
+
+            url = get_settings().db_url
+        try:
+            self.url = make_url(url)
+        except ArgumentError as exc:
+            raise StoreError(f"not a database URL: {exc}") from exc
+        path = _sqlite_file(self.url)
+        # For messages: never the password; a SQLite file by its path, readably.
+        self.url_text = f"SQLite file {path}" if path else self.url.render_as_string(hide_password=True)
+        kwargs: dict[str, Any] = {}
+        if self.url.get_backend_name() == "sqlite":
+            if path is None:
+                # One shared connection, or each pooled connection would see its own empty database.
+                kwargs.update(poolclass=StaticPool, connect_args={"check_same_thread": False})
+            elif "mode=ro" not in str(self.url):
+                try:
+                    path.expanduser().parent.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise StoreError(f"cannot create the database folder {path.parent}: {exc}") from exc
+        try:
+            self.engine: Engine = create_engine(self.url, pool_pre_ping=True, **kwargs)
+        except (NoSuchModuleError, ImportError) as exc:
+            raise StoreError(f"no database driver for {self.url_text}: {exc}") from exc
+        if self.url.get_backend_name() == "sqlite":
+            event.listen(self.engine, "connect", _on_sqlite_connect)
+        with self._guard("create the tables"):
+            metadata.create_all(self.engine)
+
+    def __repr__(self) -> str:
+        return f"Store({self.url_text!r})"
+
+    @contextlib.contextmanager
+    def _guard(self, action: str) -> Iterator[None]:
+        try:
+            yield
+        except StoreError:
+            raise
+        except SQLAlchemyError as exc:
+            raise StoreError(_explain(exc, self.url_text, action)) from exc
+        except OSError as exc:
+            raise StoreError(f"cannot {action}: {self.url_text}: {exc}") from exc
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # --- sessions -------------------------------------------------------------------------
+    def create_session(
+        self, name: str, class_label: str = "", source: Source = "live", started_at: datetime | None = None
+    ) -> int:
+        if source not in SOURCES:
+            raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
+        values = {
+            "name": str(name)[:NAME_MAX],
+            "class_label": str(class_label or "")[:NAME_MAX],
+            "source": source,
+            "started_at": started_at or datetime.now(UTC),
+            "status": "running",
+            "faces_seen": 0,
+            "frames_analysed": 0,
+        }
+        with self._guard("create a session"), self.engine.begin() as conn:
+            result = conn.execute(insert(sessions_table).values(**values))
+            return int(result.inserted_primary_key[0])
+
+    def close_session(
+        self,
+        session_id: int,
+        *,
+        faces_seen: int = 0,
+        dominant_emotion: str | None = None,
+        frames_analysed: int = 0,
+        status: str = "completed",
+        ended_at: datetime | None = None,
+    ) -> None:
+        if status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
+        if dominant_emotion is not None and dominant_emotion not in EMOTIONS:
+            raise ValueError(f"unknown emotion {dominant_emotion!r}")
+        values = {
+            "ended_at": ended_at or datetime.now(UTC),
+            "faces_seen": int(faces_seen),
+            "dominant_emotion": dominant_emotion,
+            "frames_analysed": int(frames_analysed),
+            "status": status,
+        }
+        with self._guard("close a session"), self.engine.begin() as conn:
+            result = conn.execute(update(sessions_table).where(sessions_table.c.id == session_id).values(**values))
+            if result.rowcount == 0:
+                raise SessionNotFound(f"session {session_id} does not exist")
+
+    def add_batch(
+        self,
+        session_id: int,
+        buckets: Sequence[Bucket] = (),
+        samples: Sequence[TrackSample] = (),
+        events: Sequence[AttentionEvent] = (),
+    ) -> None:
+        """Write one drain's worth in one transaction; events upsert on (kind, t_start)."""
+        if not (buckets or samples or events):
+            return
+        bucket_rows = [
+            {
+                "session_id": session_id,
+                "t": int(b.t),
+                "faces": int(b.faces),
+                "needs_attention": bool(b.needs_attention),
+                **{c: _finite(v) for c, v in zip(PROB_COLUMNS, b.mean_probs, strict=True)},
+                **{c: float(v) for c, v in zip(SHARE_COLUMNS, b.shares, strict=True)},
+            }
+            for b in buckets
+        ]
+        sample_rows = [
+            {
+                "session_id": session_id,
+                "t": int(s.t),
+                "track_id": int(s.track_id),
+                "label": s.label,
+                "confidence": float(s.confidence),
+                **{c: float(v) for c, v in zip(PROB_COLUMNS, s.probs, strict=True)},
+            }
+            for s in samples
+        ]
+        with self._guard("save session data"), self.engine.begin() as conn:
+            if conn.execute(select(sessions_table.c.id).where(sessions_table.c.id == session_id)).first() is None:
+                raise SessionNotFound(f"session {session_id} does not exist (deleted while running?)")
+            if bucket_rows:
+                conn.execute(insert(buckets_table), bucket_rows)
+            if sample_rows:
+                conn.execute(insert(track_samples_table), sample_rows)
+            for ev in events:
+                e = events_table.c
+                key = (e.session_id == session_id, e.kind == ev.kind, e.t_start == ev.t_start)
+                existing = conn.execute(select(e.id).where(*key)).first()
+                if existing is None:
+                    conn.execute(
+                        insert(events_table).values(
+                            session_id=session_id, t_start=ev.t_start, t_end=ev.t_end, kind=ev.kind, reason=ev.reason
+                        )
+                    )
+                else:
+                    conn.execute(update(events_table).where(e.id == existing[0]).values(t_end=ev.t_end,
+                                                                                       reason=ev.reason))
+
+    def delete_session(self, session_id: int) -> bool:
+        """Delete a session and all its data for good; False if it did not exist."""
+        with self._guard("delete a session"), self.engine.begin() as conn:
+            # Children first, explicitly: correct even on a database without enforced foreign keys.
+            for table in _CHILD_TABLES:
+                conn.execute(delete(table).where(table.c.session_id == session_id))
+            return conn.execute(delete(sessions_table).where(sessions_table.c.id == session_id)).rowcount > 0
+
+    def purge_older_than(self, days: float) -> int:
+        """Delete sessions that ended (or, if still open, started) more than `days` ago; return how many."""
+        if days < 0:
+            raise ValueError("days must be >= 0")
+        cutoff = datetime.now(UTC) - timedelta(days=days)
+        c = sessions_table.c
+        ended = func.coalesce(c.ended_at, c.started_at)
+        with self._guard("purge old sessions"), self.engine.begin() as conn:
+            ids = [row[0] for row in conn.execute(select(c.id).where(ended < cutoff))]
+            for table in _CHILD_TABLES:
+                conn.execute(delete(table).where(table.c.session_id.in_(ids)))
+            conn.execute(delete(sessions_table).where(c.id.in_(ids)))
+        return len(ids)
+
+    # --- reads (DataFrames for the pages) -----------------------------------------------------
+    def _frame(self, statement: Any, action: str) -> pd.DataFrame:
+        with self._guard(action), self.engine.connect() as conn:
+            result = conn.execute(statement)
+            return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+
+    def list_sessions(self) -> pd.DataFrame:
+        """One row per session, newest first: id, name, class_label, source, started_at, ended_at (UTC), ..."""
+        c = sessions_table.c
+        frame = self._frame(select(sessions_table).order_by(c.started_at.desc(), c.id.desc()), "list sessions")
+        for column in ("started_at", "ended_at"):
+            frame[column] = pd.to_datetime(frame[column], utc=True)
+        return frame
+
+    def get_session(self, session_id: int) -> dict[str, Any]:
+        with self._guard("read a session"), self.engine.connect() as conn:
+            row = conn.execute(select(sessions_table).where(sessions_table.c.id == session_id)).mappings().first()
+        if row is None:
+            raise SessionNotFound(f"session {session_id} does not exist")
+        return dict(row)
+
+    def session_buckets(self, session_id: int) -> pd.DataFrame:
+        """Per second: t (epoch s), time (UTC), elapsed_s, faces, p_*, share_*, negative_share, needs_attention."""
+        table = buckets_table
+        frame = self._frame(
+            select(table.c.t, table.c.faces, *[table.c[c] for c in (*PROB_COLUMNS, *SHARE_COLUMNS)],
+                   table.c.needs_attention)
+            .where(table.c.session_id == session_id)
+            .order_by(table.c.t),
+            "read session buckets",
+        )
+        frame["t"] = frame["t"].astype("int64")
+        frame.insert(1, "time", pd.to_datetime(frame["t"], unit="s", utc=True))
+        start = frame["t"].min() if len(frame) else 0
+        frame.insert(2, "elapsed_s", frame["t"] - start)
+        for c in (*PROB_COLUMNS, *SHARE_COLUMNS):
+            frame[c] = frame[c].astype("float64")
+        negative = [f"share_{e}" for e in EMOTIONS if e in NEGATIVE_EMOTIONS]
+        frame.insert(len(frame.columns) - 1, "negative_share", frame[negative].sum(axis=1).astype("float64"))
+        frame["needs_attention"] = frame["needs_attention"].astype(bool)
+        return frame
+
+    def session_tracks(self, session_id: int) -> pd.DataFrame:
+        """Per anonymous track: track, first_t, last_t, seconds, dominant_emotion, confidence, p_* (means)."""
+        table = track_samples_table
+        means = [func.avg(table.c[c]).label(c) for c in PROB_COLUMNS]
+        frame = self._frame(
+            select(
+                table.c.track_id.label("track"),
+                func.min(table.c.t).label("first_t"),
+                func.max(table.c.t).label("last_t"),
+                func.count().label("seconds"),
+                *means,
+            )
+            .where(table.c.session_id == session_id)
+            .group_by(table.c.track_id)
+            .order_by(table.c.track_id),
+            "read session tracks",
+        )
+        probs = frame[list(PROB_COLUMNS)].to_numpy(dtype=np.float64) if len(frame) else np.empty((0, len(EMOTIONS)))
+        top = probs.argmax(axis=1) if len(frame) else np.empty(0, dtype=int)
+        frame.insert(4, "dominant_emotion", [EMOTIONS[i] for i in top])
+        frame.insert(5, "confidence", probs[np.arange(len(top)), top] if len(frame) else [])
+        return frame
+
+    def session_events(self, session_id: int) -> pd.DataFrame:
+        """t (= t_start, epoch s), t_start, t_end (NaN while open), kind, reason."""
+        frame = self._frame(
+            select(events_table.c.t_start, events_table.c.t_end, events_table.c.kind, events_table.c.reason)
+            .where(events_table.c.session_id == session_id)
+            .order_by(events_table.c.t_start),
+            "read session events",
+        )
+        frame.insert(0, "t", frame["t_start"].astype("float64"))
+        frame["t_end"] = frame["t_end"].astype("float64")
+        return frame
+
+
+def _finite(value: float) -> float | None:
+    return None if value != value else float(value)  # NaN (no faces) -> NULL
+
+
+_stores: dict[str, Store] = {}
+_stores_lock = threading.Lock()
+
+
+def get_store(url: str) -> Store:
+    """One Store (engine and pool) per URL per process."""
+    with _stores_lock:
+        store = _stores.get(url)
+        if store is None:
+            store = _stores[url] = Store(url)
+        return store
+
+
+# --- background writer --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Batch:
+    session_id: int
+    data: Drained
+
+
+class _Flush:
+    def __init__(self) -> None:
+        self.done = threading.Event()
+
+
+_STOP = object()
+
+
+class BackgroundWriter:
+    """Writes drained aggregator output from a daemon thread; the frame path only enqueues."""
+
+    def __init__(self, store: Store, flush_interval_s: float = 1.0, max_queue: int = 10_000,
+                 max_retry_batches: int = 600) -> None:
+        if flush_interval_s <= 0:
+            raise ValueError("flush_interval_s must be > 0")
+        self.store = store
+        self.flush_interval_s = flush_interval_s
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=max_queue)
+        self._max_retry_batches = max_retry_batches
+        self._pending: list[_Batch] = []
+        self._closed = False
+        self._close_lock = threading.Lock()
+        self.dropped = 0  # batches given up (queue full, session deleted, or too many failed retries)
+        self.written = 0  # batches written
+        self.flushes = 0  # successful flushes that wrote something
+        self.last_error: str | None = None
+        self._thread = threading.Thread(target=self._run, name="classmood-store-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, session_id: int, data: Drained) -> bool:
+        """Queue a batch; never blocks. False if it was dropped (queue full or writer closed)."""
+        if not data:
+            return True
+        if self._closed:
+            self.dropped += 1
+            return False
+        try:
+            self._queue.put_nowait(_Batch(session_id, data))
+            return True
+        except queue.Full:
+            self.dropped += 1
+            return False
+
+    def flush(self, timeout: float | None = 10.0) -> bool:
+        """Write everything queued so far and wait for it; True when done in time."""
+        if self._closed or not self._thread.is_alive():
+            return False
+        request = _Flush()
+        self._queue.put(request)
+        return request.done.wait(timeout)
+
+    def close(self, timeout: float | None = 30.0) -> None:
+        """Flush, stop and join (idempotent)."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def _run(self) -> None:
+        next_flush = time.monotonic() + self.flush_interval_s
+        while True:
+            try:
+                item = self._queue.get(timeout=max(0.0, next_flush - time.monotonic()))
+            except queue.Empty:
+                item = None
+            if item is _STOP:
+                self._drain_queue()
+                self._write()
+                return
+            if isinstance(item, _Flush):
+                self._drain_queue()
+                self._write()
+                item.done.set()
+                next_flush = time.monotonic() + self.flush_interval_s
+                continue
+            if isinstance(item, _Batch):
+                self._pending.append(item)
+            if time.monotonic() >= next_flush:
+                self._drain_queue()
+                self._write()
+                next_flush = time.monotonic() + self.flush_interval_s
+
+    def _drain_queue(self) -> None:
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, _Batch):
+                self._pending.append(item)
+            elif isinstance(item, _Flush):
+                item.done.set()  # answered by the write that follows
+            elif item is _STOP:
+                self._queue.put(_STOP)  # keep it for the main loop
+                return
+
+    def _write(self) -> None:
+        if not self._pending:
+            return
+        by_session: dict[int, list[_Batch]] = {}
+        for batch in self._pending:
+            by_session.setdefault(batch.session_id, []).append(batch)
+        keep: list[_Batch] = []
+        for session_id, batches in by_session.items():
+            buckets = tuple(b for x in batches for b in x.data.buckets)
+            samples = tuple(s for x in batches for s in x.data.samples)
+            events = tuple(e for x in batches for e in x.data.events)
+            try:
+                self.store.add_batch(session_id, buckets, samples, events)
+            except SessionNotFound as exc:
+                self.dropped += len(batches)  # retrying cannot help
+                self.last_error = str(exc)
+                log.warning("dropping %d batch(es): %s", len(batches), exc)
+            except Exception as exc:  # keep the thread alive whatever the database does
+                self.last_error = str(exc)
+                log.warning("store write failed, will retry: %s", exc)
+                keep.extend(batches)
+            else:
+                self.written += len(batches)
+                self.flushes += 1
+                self.last_error = None
+        if len(keep) > self._max_retry_batches:
+            self.dropped += len(keep) - self._max_retry_batches
+            keep = keep[-self._max_retry_batches :]
+        self._pending = keep
+

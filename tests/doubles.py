@@ -1,0 +1,53 @@
+"""Deterministic test doubles shared by unit and integration tests (no TensorFlow, no model files)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from fer_core.classify import EmotionClassifier
+from fer_core.detect import DetectorParams, FaceBox
+from fer_core.emotions import EMOTION_INDEX, NUM_EMOTIONS
+
+
+def onehot(label: str, p: float = 0.9) -> np.ndarray:
+    probs = np.full(NUM_EMOTIONS, (1.0 - p) / (NUM_EMOTIONS - 1), dtype=np.float32)
+    probs[EMOTION_INDEX[label]] = p
+    return probs
+
+
+class FakeClassifier(EmotionClassifier):
+    """Fixed label, or (label=None) a label chosen by the crop's mean brightness; records batch sizes."""
+
+    backend = "fake"
+
+    def __init__(self, label: str | None = "happy", confidence: float = 0.9) -> None:
+        super().__init__(Path("<fake>"))
+        self.label = label
+        self.confidence = confidence
+        self.batch_sizes: list[int] = []
+
+    def _predict(self, faces: np.ndarray) -> np.ndarray:
+        self.batch_sizes.append(len(faces))
+        if self.label is not None:
+            return np.tile(onehot(self.label, self.confidence), (len(faces), 1))
+        index = np.clip((faces.mean(axis=(1, 2, 3)) / 256.0 * NUM_EMOTIONS).astype(int), 0, NUM_EMOTIONS - 1)
+        probs = np.full((len(faces), NUM_EMOTIONS), (1.0 - self.confidence) / (NUM_EMOTIONS - 1), dtype=np.float32)
+        probs[np.arange(len(faces)), index] = self.confidence
+        return probs
+
+
+class StubDetector:
+    """Stands in for HaarFaceDetector: returns the given boxes (clipped to the frame); records calls."""
+
+    def __init__(self, boxes: Sequence[FaceBox] = ()) -> None:
+        self.params = DetectorParams()
+        self.boxes = list(boxes)
+        self.calls: list[tuple[int, ...]] = []
+
+    def detect(self, frame: np.ndarray) -> list[FaceBox]:
+        self.calls.append(frame.shape)
+        h, w = frame.shape[:2]
+        return [b for b in self.boxes if b.x + b.w <= w and b.y + b.h <= h]

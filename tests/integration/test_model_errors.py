@@ -1,0 +1,69 @@
+"""A missing, corrupt or wrong model file gives a clear ModelError, for both backends."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fer_core.classify import KerasClassifier, LiteRTClassifier, load_classifier
+from fer_core.model_io import ModelError
+
+pytestmark = pytest.mark.slow
+
+
+def _tiny_model(outputs: int, input_shape: tuple[int, ...] = (48, 48, 1)):
+    import keras
+
+    inputs = keras.Input(shape=input_shape)
+    x = keras.layers.GlobalAveragePooling2D()(inputs)
+    return keras.Model(inputs, keras.layers.Dense(outputs, activation="softmax")(x))
+
+
+def test_missing_model_directory(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="model not found"):
+        load_classifier(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelError, match="model file not found"):
+        load_classifier(tmp_path / "empty", "keras")
+
+
+def test_corrupt_model_files(tmp_path: Path) -> None:
+    (tmp_path / "model.keras").write_bytes(b"this is not a zip file" * 10)
+    (tmp_path / "model_int8.tflite").write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(ModelError, match="cannot load model"):
+        KerasClassifier(tmp_path)
+    with pytest.raises(ModelError, match="cannot load LiteRT model"):
+        LiteRTClassifier(tmp_path)
+
+
+def test_wrong_number_of_outputs_or_wrong_input(tmp_path: Path) -> None:
+    import tensorflow as tf
+
+    five = tmp_path / "five"
+    five.mkdir()
+    model = _tiny_model(5)
+    model.save(five / "model.keras")
+    with pytest.raises(ModelError, match="5 outputs; ClassMood needs 7"):
+        KerasClassifier(five)
+    (five / "model_int8.tflite").write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    with pytest.raises(ModelError, match="5 outputs"):
+        LiteRTClassifier(five)
+
+    rgb = tmp_path / "rgb"
+    rgb.mkdir()
+    _tiny_model(7, (75, 75, 3)).save(rgb / "model.keras")
+    with pytest.raises(ModelError, match="input shape"):
+        KerasClassifier(rgb)
+
+
+def test_a_valid_model_predicts_probabilities_in_one_batched_call(tmp_path: Path) -> None:
+    _tiny_model(7).save(tmp_path / "model.keras")
+    classifier = KerasClassifier(tmp_path)
+    probs = classifier.predict(np.random.default_rng(0).uniform(0, 255, (5, 48, 48, 1)).astype(np.float32))
+    assert probs.shape == (5, 7)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    assert classifier.predict(np.empty((0, 48, 48, 1), np.float32)).shape == (0, 7)
+    with pytest.raises(ValueError, match="faces must be"):
+        classifier.predict(np.zeros((2, 75, 75, 3), np.float32))

@@ -1,0 +1,317 @@
+"""Store and BackgroundWriter on temporary SQLite files."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fer_core.aggregate import AttentionEvent, Bucket, Drained, TrackSample
+from fer_core.emotions import EMOTIONS
+from fer_core.store import BackgroundWriter, SessionNotFound, Store, StoreError
+
+HAPPY = tuple(1.0 if e == "happy" else 0.0 for e in EMOTIONS)
+SAD = tuple(1.0 if e == "sad" else 0.0 for e in EMOTIONS)
+
+
+def bucket(t: int, faces: int = 2, probs: tuple[float, ...] = HAPPY, attention: bool = False) -> Bucket:
+    return Bucket(t, faces, 3, faces * 3, probs, probs, attention)
+
+
+def sample(t: int, track_id: int, probs: tuple[float, ...] = HAPPY) -> TrackSample:
+    top = int(np.argmax(probs))
+    return TrackSample(t, track_id, probs, EMOTIONS[top], probs[top])
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "nested" / "dir" / "classmood.db"
+
+
+@pytest.fixture
+def store(db_path: Path) -> Store:
+    store = Store(f"sqlite:///{db_path}")
+    yield store
+    store.dispose()
+
+
+def wait_until(predicate, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+def test_round_trip(store: Store, db_path: Path) -> None:
+    assert db_path.is_file()  # parent folders were created
+    sid = store.create_session("Period 3", "Biology 10B", "live")
+    store.add_batch(
+        sid,
+        [bucket(1000, 2, HAPPY), bucket(1001, 3, SAD, attention=True)],
+        [sample(1000, 1), sample(1000, 2), sample(1001, 1, SAD), sample(1001, 2, SAD), sample(1002, 2, SAD)],
+        [AttentionEvent(995.0, None, "started")],
+    )
+    store.add_batch(sid, events=[AttentionEvent(995.0, 1002.0, "ended after 7 s")])  # same event, now closed
+    store.close_session(sid, faces_seen=3, dominant_emotion="sad", frames_analysed=12)
+
+    sessions = store.list_sessions()
+    assert len(sessions) == 1
+    row = sessions.iloc[0]
+    assert (row["name"], row["class_label"], row["source"], row["status"]) == (
+        "Period 3", "Biology 10B", "live", "completed"
+    )
+    assert (row["faces_seen"], row["dominant_emotion"], row["frames_analysed"]) == (3, "sad", 12)
+    assert row["ended_at"] >= row["started_at"] and str(row["started_at"].tz) == "UTC"
+
+    buckets = store.session_buckets(sid)
+    assert buckets["t"].tolist() == [1000, 1001]
+    assert buckets["faces"].tolist() == [2, 3]
+    assert buckets["elapsed_s"].tolist() == [0, 1]
+    assert buckets["p_happy"].tolist() == [1.0, 0.0] and buckets["share_sad"].tolist() == [0.0, 1.0]
+    assert buckets["negative_share"].tolist() == [0.0, 1.0]
+    assert buckets["needs_attention"].tolist() == [False, True]
+
+    tracks = store.session_tracks(sid)
+    assert tracks["track"].tolist() == [1, 2]
+    assert tracks["seconds"].tolist() == [2, 3]
+    # track 2: happy, sad, sad -> mean sad 2/3
+    assert tracks["dominant_emotion"].tolist() == ["happy", "sad"]  # track 1 ties 0.5/0.5: first in EMOTIONS
+    assert tracks["confidence"].tolist() == pytest.approx([0.5, 2 / 3])
+    assert tracks["first_t"].tolist() == [1000, 1000] and tracks["last_t"].tolist() == [1001, 1002]
+
+    events = store.session_events(sid)
+    assert len(events) == 1  # upserted, not duplicated
+    first = events.iloc[0]
+    assert (first["t"], first["t_end"], first["reason"]) == (995.0, 1002.0, "ended after 7 s")
+
+
+def test_bucket_without_faces_stores_null_means(store: Store) -> None:
+    sid = store.create_session("empty room")
+    store.add_batch(sid, [Bucket(5, 0, 2, 0, (float("nan"),) * 7, (0.0,) * 7, False)])
+    buckets = store.session_buckets(sid)
+    assert buckets["faces"].tolist() == [0] and buckets[["p_happy", "p_sad"]].isna().all().all()
+
+
+def test_names_are_stored_exactly_as_given(store: Store) -> None:
+    name = "Robert'); DROP TABLE sessions;-- <script>alert(1)</script> **bold** ü"
+    sid = store.create_session(name, 'label "quoted"', "recording")
+    row = store.list_sessions().iloc[0]
+    assert (row["id"], row["name"], row["class_label"], row["source"]) == (sid, name, 'label "quoted"', "recording")
+
+
+def test_delete_session_removes_everything(store: Store, db_path: Path) -> None:
+    keep = store.create_session("keep")
+    gone = store.create_session("gone")
+    for sid in (keep, gone):
+        store.add_batch(sid, [bucket(1)], [sample(1, 1)], [AttentionEvent(1.0, 2.0, "x")])
+    assert store.delete_session(gone) is True
+    assert store.delete_session(gone) is False
+    assert store.list_sessions()["id"].tolist() == [keep]
+    assert store.session_buckets(gone).empty and store.session_tracks(gone).empty and store.session_events(gone).empty
+    assert len(store.session_buckets(keep)) == 1 and len(store.session_events(keep)) == 1
+
+
+def test_database_cascades_deletes_itself(store: Store, db_path: Path) -> None:
+    """ON DELETE CASCADE with foreign keys switched on: a bare DELETE of a session leaves no orphans."""
+    sid = store.create_session("s")
+    store.add_batch(sid, [bucket(1)], [sample(1, 1)], [AttentionEvent(1.0, None, "x")])
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM sessions WHERE id = ?", (sid,))
+    with sqlite3.connect(db_path) as raw:
+        tables = ("buckets", "track_samples", "events")
+        counts = [raw.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in tables]
+    assert counts == [0, 0, 0]
+
+
+def test_sqlite_runs_in_wal_mode(store: Store) -> None:
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+
+
+def test_purge_older_than(store: Store) -> None:
+    now = datetime.now(UTC)
+    old = store.create_session("old", started_at=now - timedelta(days=40))
+    store.add_batch(old, [bucket(1)], [sample(1, 1)])
+    store.close_session(old, ended_at=now - timedelta(days=40) + timedelta(hours=1))
+    recent = store.create_session("recent", started_at=now - timedelta(days=2))
+    store.close_session(recent, ended_at=now - timedelta(days=2))
+    forgotten_open = store.create_session("never closed", started_at=now - timedelta(days=31))
+    assert store.purge_older_than(30) == 2
+    assert store.list_sessions()["id"].tolist() == [recent]
+    assert store.session_buckets(old).empty
+    assert forgotten_open not in store.list_sessions()["id"].tolist()
+    assert store.purge_older_than(30) == 0
+
+
+def test_missing_session_is_reported(store: Store) -> None:
+    with pytest.raises(SessionNotFound):
+        store.add_batch(12345, [bucket(1)])
+    with pytest.raises(SessionNotFound):
+        store.close_session(12345)
+
+
+def test_read_only_database_gives_store_error(store: Store, db_path: Path) -> None:
+    store.create_session("existing")
+    read_only = Store(f"sqlite:///file:{db_path}?mode=ro&uri=true")
+    assert read_only.list_sessions()["name"].tolist() == ["existing"]  # reading still works
+    with pytest.raises(StoreError, match="read-only"):
+        read_only.create_session("new")
+    with pytest.raises(StoreError, match="read-only"):
+        read_only.purge_older_than(0)
+    read_only.dispose()
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root ignores file permissions")
+def test_read_only_file_permissions_give_store_error(store: Store, db_path: Path) -> None:
+    store.create_session("existing")
+    store.dispose()
+    for path in db_path.parent.iterdir():
+        path.chmod(0o444)
+    db_path.parent.chmod(0o555)
+    try:
+        with pytest.raises(StoreError):
+            Store(f"sqlite:///{db_path}").create_session("new")
+    finally:
+        db_path.parent.chmod(0o755)
+
+
+def test_unreachable_database_gives_store_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(StoreError, match="cannot create the database folder"):
+        Store(f"sqlite:///{blocker / 'sub' / 'x.db'}")
+    with pytest.raises(StoreError, match="cannot be opened"):
+        Store(f"sqlite:///file:{tmp_path / 'missing.db'}?mode=ro&uri=true")
+    with pytest.raises(StoreError) as info:
+        Store("postgresql://user:s3cret@127.0.0.1:1/classmood")  # no driver installed, or nothing listening
+    assert "s3cret" not in str(info.value)
+    with pytest.raises(StoreError, match="not a database URL"):
+        Store("::not a url::")
+
+
+def test_in_memory_url_works_across_threads() -> None:
+    store = Store("sqlite://")
+    sid = store.create_session("mem")
+    writer = BackgroundWriter(store, flush_interval_s=0.1)
+    writer.submit(sid, Drained(buckets=(bucket(1),)))
+    writer.close()
+    assert store.session_buckets(sid)["t"].tolist() == [1]
+
+
+# --- BackgroundWriter --------------------------------------------------------------------------
+
+
+def test_writer_flushes_on_close(store: Store) -> None:
+    sid = store.create_session("s")
+    writer = BackgroundWriter(store, flush_interval_s=60.0)  # the interval never comes
+    for t in range(5):
+        assert writer.submit(sid, Drained(buckets=(bucket(t),), samples=(sample(t, 1),)))
+    writer.close()
+    writer.close()  # idempotent
+    assert store.session_buckets(sid)["t"].tolist() == [0, 1, 2, 3, 4]
+    assert store.session_tracks(sid)["seconds"].tolist() == [5]
+    assert not writer.alive
+    assert writer.submit(sid, Drained(buckets=(bucket(9),))) is False  # after close: dropped, not queued
+
+
+def test_writer_flushes_on_its_interval_without_close(store: Store) -> None:
+    sid = store.create_session("s")
+    writer = BackgroundWriter(store, flush_interval_s=0.2)
+    try:
+        writer.submit(sid, Drained(buckets=(bucket(1),)))
+        assert wait_until(lambda: len(store.session_buckets(sid)) == 1)
+        writer.submit(sid, Drained(buckets=(bucket(2),)))
+        assert wait_until(lambda: len(store.session_buckets(sid)) == 2)
+        assert writer.flushes >= 2 and writer.last_error is None
+    finally:
+        writer.close()
+
+
+def test_explicit_flush_waits_for_the_write(store: Store) -> None:
+    sid = store.create_session("s")
+    writer = BackgroundWriter(store, flush_interval_s=60.0)
+    try:
+        writer.submit(sid, Drained(buckets=(bucket(1),)))
+        assert writer.flush() is True
+        assert store.session_buckets(sid)["t"].tolist() == [1]
+    finally:
+        writer.close()
+
+
+def test_two_sessions_never_mix(store: Store) -> None:
+    a = store.create_session("A")
+    b = store.create_session("B")
+    writer = BackgroundWriter(store, flush_interval_s=0.05)
+    for t in range(20):  # interleaved through one queue
+        writer.submit(a, Drained(buckets=(bucket(t, faces=1),), samples=(sample(t, 1),)))
+        writer.submit(b, Drained(buckets=(bucket(t, faces=7, probs=SAD),), samples=(sample(t, 1, SAD),)))
+    writer.close()
+    ba, bb = store.session_buckets(a), store.session_buckets(b)
+    assert ba["faces"].tolist() == [1] * 20 and bb["faces"].tolist() == [7] * 20
+    assert (ba["p_happy"] == 1.0).all() and (bb["p_sad"] == 1.0).all()
+    assert store.session_tracks(a)["dominant_emotion"].tolist() == ["happy"]
+    assert store.session_tracks(b)["dominant_emotion"].tolist() == ["sad"]
+
+
+class BlockingStore:
+    """add_batch blocks until released, fails `fail` times first; records what it was given."""
+
+    def __init__(self, fail: int = 0, missing: bool = False) -> None:
+        self.release = threading.Event()
+        self.fail = fail
+        self.missing = missing
+        self.calls: list[tuple[int, int]] = []
+
+    def add_batch(self, session_id, buckets=(), samples=(), events=()) -> None:
+        self.release.wait(10)
+        if self.missing:
+            raise SessionNotFound(f"session {session_id} does not exist")
+        if self.fail:
+            self.fail -= 1
+            raise StoreError("cannot save session data: the database is busy")
+        self.calls.append((session_id, len(buckets)))
+
+
+def test_submit_never_blocks_and_counts_drops() -> None:
+    slow = BlockingStore()
+    writer = BackgroundWriter(slow, flush_interval_s=0.01, max_queue=3)  # type: ignore[arg-type]
+    try:
+        writer.submit(1, Drained(buckets=(bucket(0),)))
+        assert wait_until(lambda: writer._queue.qsize() == 0)  # the thread took it and is stuck writing
+        results = [writer.submit(1, Drained(buckets=(bucket(t),))) for t in range(1, 11)]
+        assert results == [True] * 3 + [False] * 7
+        assert writer.dropped == 7
+    finally:
+        slow.release.set()
+        writer.close()
+    assert sum(n for _, n in slow.calls) == 4
+
+
+def test_failed_write_is_retried_and_error_reported() -> None:
+    flaky = BlockingStore(fail=1)
+    flaky.release.set()
+    writer = BackgroundWriter(flaky, flush_interval_s=0.05)  # type: ignore[arg-type]
+    try:
+        writer.submit(7, Drained(buckets=(bucket(0), bucket(1))))
+        assert wait_until(lambda: flaky.calls == [(7, 2)])
+        assert writer.last_error is None and writer.dropped == 0
+    finally:
+        writer.close()
+
+
+def test_batches_for_a_deleted_session_are_dropped() -> None:
+    gone = BlockingStore(missing=True)
+    gone.release.set()
+    writer = BackgroundWriter(gone, flush_interval_s=0.05)  # type: ignore[arg-type]
+    writer.submit(3, Drained(buckets=(bucket(0),)))
+    writer.close()
+    assert writer.dropped == 1 and "does not exist" in (writer.last_error or "")
