@@ -1,0 +1,410 @@
+"""Altair chart builders shared by every page. Pure: data in, `alt.Chart` out, no `st.*` calls.
+
+Bucket frames are `fer_core.aggregate.buckets_frame` (the Live page) and
+`fer_core.store.Store.session_buckets` (History): `t` (epoch seconds or datetime), `faces`,
+`share_<emotion>` (fraction of face-observations with that label), `p_<emotion>` (mean
+probability), optionally `negative_share`, and `needs_attention`. Colours always come from `EMOTION_COLORS`
+so one emotion looks the same on every chart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Literal
+
+import altair as alt
+import numpy as np
+import pandas as pd
+
+from fer_core.emotions import EMOTION_COLORS, EMOTIONS, NEGATIVE_EMOTIONS
+
+SHARE_PREFIX = "share_"  # fer_core.aggregate.SHARE_COLUMNS
+MEAN_PREFIX = "p_"  # fer_core.aggregate.PROB_COLUMNS
+Measure = Literal["share", "mean"]
+
+TIME_FORMAT = "%H:%M:%S"
+MAX_POINTS = 1_200  # time points per chart; longer sessions are binned (a 2-hour class would be 7,200)
+TIMELINE_HEIGHT = 260
+SMALL_HEIGHT = 140
+BAR_HEIGHT = 220
+ATTENTION_COLOR = "#d62728"
+
+# One scale object for every chart: the legend lists emotions in canonical order.
+EMOTION_SCALE = alt.Scale(domain=list(EMOTIONS), range=[EMOTION_COLORS[e] for e in EMOTIONS])
+
+
+def share_column(emotion: str) -> str:
+    return f"{SHARE_PREFIX}{emotion}"
+
+
+def mean_column(emotion: str) -> str:
+    return f"{MEAN_PREFIX}{emotion}"
+
+
+def _prefix(measure: Measure) -> str:
+    return SHARE_PREFIX if measure == "share" else MEAN_PREFIX
+
+
+def _measure_title(measure: Measure) -> str:
+    # "share" = fraction of faces whose top emotion it is; "mean" = mean probability over faces.
+    return "Share of faces" if measure == "share" else "Mean probability"
+
+
+def to_datetime(values: pd.Series) -> pd.Series:
+    """Epoch seconds or datetimes -> UTC datetimes (Vega-Lite shows them in the viewer's local time)."""
+    if pd.api.types.is_datetime64_any_dtype(values):
+        return values.dt.tz_localize("UTC") if values.dt.tz is None else values
+    return pd.to_datetime(pd.to_numeric(values, errors="coerce"), unit="s", utc=True)
+
+
+def _with_time(buckets: pd.DataFrame) -> pd.DataFrame:
+    frame = buckets.copy()
+    frame["t"] = to_datetime(frame["t"])
+    return frame
+
+
+def downsample(buckets: pd.DataFrame, max_points: int = MAX_POINTS) -> pd.DataFrame:
+    """Bin a long bucket frame into at most ~`max_points` equal time bins, for drawing only.
+
+    Numeric columns are averaged per bin; `needs_attention` is true if any second in the bin was.
+    """
+    if len(buckets) <= max_points:
+        return buckets
+    frame = _with_time(buckets)
+    span = (frame["t"].max() - frame["t"].min()).total_seconds()
+    step = max(1, int(np.ceil((span + 1) / max_points)))
+    bins = frame["t"].dt.floor(f"{step}s")
+    numeric = [c for c in frame.columns if c != "t" and pd.api.types.is_numeric_dtype(frame[c])
+               and not pd.api.types.is_bool_dtype(frame[c])]
+    out = frame[numeric].groupby(bins).mean()
+    if "needs_attention" in frame.columns:
+        out["needs_attention"] = frame["needs_attention"].fillna(False).astype(bool).groupby(bins).any()
+    return out.rename_axis("t").reset_index()
+
+
+def _empty_chart(message: str, height: int = SMALL_HEIGHT) -> alt.Chart:
+    """A placeholder with a message, so callers never branch on empty data."""
+    return (
+        alt.Chart(pd.DataFrame({"message": [message]}))
+        .mark_text(size=14, color="#7f7f7f")
+        .encode(text="message:N")
+        .properties(height=height, width="container")
+    )
+
+
+def _time_axis(title: str = "Time") -> alt.X:
+    return alt.X("t:T", title=title, axis=alt.Axis(format=TIME_FORMAT, labelAngle=0, tickCount=6))
+
+
+def emotion_long(buckets: pd.DataFrame, measure: Measure = "share") -> pd.DataFrame:
+    """Wide bucket columns -> long rows (t, emotion, value), emotions in canonical order."""
+    prefix = _prefix(measure)
+    columns = [f"{prefix}{e}" for e in EMOTIONS if f"{prefix}{e}" in buckets.columns]
+    if buckets.empty or not columns:
+        return pd.DataFrame({"t": pd.Series(dtype="datetime64[ns, UTC]"), "emotion": [], "value": []})
+    frame = _with_time(buckets)[["t", *columns]]
+    long = frame.melt(id_vars="t", var_name="emotion", value_name="value")
+    long["emotion"] = long["emotion"].str.removeprefix(prefix)
+    long["value"] = pd.to_numeric(long["value"], errors="coerce").fillna(0.0)
+    long["order"] = long["emotion"].map({e: i for i, e in enumerate(EMOTIONS)})
+    return long
+
+
+def timeline_chart(
+    buckets: pd.DataFrame,
+    *,
+    measure: Measure = "share",
+    height: int = TIMELINE_HEIGHT,
+    title: str | None = None,
+) -> alt.Chart:
+    """Stacked area of the class's emotion mix per second (shares sum to 1 whenever faces are seen)."""
+    long = emotion_long(downsample(buckets), measure)
+    if long.empty:
+        return _empty_chart("No data yet", height)
+    chart = (
+        alt.Chart(long)
+        .mark_area(interpolate="step-after", opacity=0.9)
+        .encode(
+            x=_time_axis(),
+            y=alt.Y("value:Q", stack="zero", title=_measure_title(measure), axis=alt.Axis(format="%"),
+                    scale=alt.Scale(domain=[0, 1], nice=False, clamp=True)),
+            color=alt.Color("emotion:N", scale=EMOTION_SCALE, title="Emotion", sort=list(EMOTIONS)),
+            order=alt.Order("order:Q"),
+            tooltip=[
+                alt.Tooltip("t:T", title="Time", format=TIME_FORMAT),
+                alt.Tooltip("emotion:N", title="Emotion"),
+                alt.Tooltip("value:Q", title=_measure_title(measure), format=".0%"),
+            ],
+        )
+        .properties(height=height, width="container")
+    )
+    return chart.properties(title=title) if title else chart
+
+
+def overall_distribution(buckets: pd.DataFrame, measure: Measure = "share") -> pd.Series:
+    """Faces-weighted mean of the per-second figures: seconds with more faces count more.
+
+    Seconds without faces carry no information and weigh zero. Returns a Series indexed by
+    emotion in canonical order (all zeros when no face was ever seen).
+    """
+    prefix = _prefix(measure)
+    values = pd.Series(0.0, index=list(EMOTIONS), name="value")
+    if buckets.empty:
+        return values
+    weights = pd.to_numeric(buckets.get("faces", pd.Series(1.0, index=buckets.index)), errors="coerce").fillna(0.0)
+    if float(weights.sum()) <= 0:
+        return values
+    for emotion in EMOTIONS:
+        column = f"{prefix}{emotion}"
+        if column in buckets.columns:
+            col = pd.to_numeric(buckets[column], errors="coerce").fillna(0.0)
+            values[emotion] = float(np.average(col, weights=weights))
+    return values
+
+
+def current_distribution(buckets: pd.DataFrame, measure: Measure = "share") -> pd.Series:
+    """The most recent bucket with at least one face (zeros when there is none)."""
+    prefix = _prefix(measure)
+    values = pd.Series(0.0, index=list(EMOTIONS), name="value")
+    if buckets.empty:
+        return values
+    seen = buckets[pd.to_numeric(buckets.get("faces", 1), errors="coerce").fillna(0) > 0]
+    if seen.empty:
+        return values
+    last = _with_time(seen).sort_values("t").iloc[-1]
+    for emotion in EMOTIONS:
+        values[emotion] = float(last.get(f"{prefix}{emotion}", 0.0) or 0.0)
+    return values
+
+
+def distribution_chart(
+    values: Mapping[str, float] | pd.Series | pd.DataFrame,
+    *,
+    measure: Measure = "share",
+    which: Literal["overall", "current"] = "overall",
+    height: int = BAR_HEIGHT,
+    title: str | None = None,
+) -> alt.Chart:
+    """Horizontal bars, one per emotion, in canonical order.
+
+    `values` is either emotion -> value (e.g. `overall_distribution(...)`) or a bucket frame,
+    summarised with `overall_distribution` or `current_distribution` according to `which`.
+    """
+    if isinstance(values, pd.DataFrame):
+        summarise = overall_distribution if which == "overall" else current_distribution
+        series = summarise(values, measure)
+    else:
+        series = pd.Series({e: float(values.get(e, 0.0) or 0.0) for e in EMOTIONS})
+    data = pd.DataFrame({"emotion": list(EMOTIONS), "value": [float(series.get(e, 0.0)) for e in EMOTIONS]})
+    bars = alt.Chart(data).encode(
+        y=alt.Y("emotion:N", sort=list(EMOTIONS), title=None),
+        x=alt.X("value:Q", title=_measure_title(measure), axis=alt.Axis(format="%"),
+                scale=alt.Scale(domain=[0, 1], nice=False)),
+        tooltip=[alt.Tooltip("emotion:N", title="Emotion"), alt.Tooltip("value:Q", title="Value", format=".1%")],
+    )
+    chart = (
+        bars.mark_bar().encode(color=alt.Color("emotion:N", scale=EMOTION_SCALE, legend=None))
+        + bars.mark_text(align="left", dx=3, fontSize=11).encode(text=alt.Text("value:Q", format=".0%"))
+    ).properties(height=height, width="container")
+    return chart.properties(title=title) if title else chart
+
+
+def faces_chart(buckets: pd.DataFrame, *, height: int = SMALL_HEIGHT, title: str | None = None) -> alt.Chart:
+    """How many faces were in view each second (a drop explains a jump in the shares)."""
+    if buckets.empty or "faces" not in buckets.columns:
+        return _empty_chart("No data yet", height)
+    frame = _with_time(downsample(buckets))[["t", "faces"]]
+    chart = (
+        alt.Chart(frame)
+        .mark_line(interpolate="step-after", color="#2f6fde")
+        .encode(
+            x=_time_axis(),
+            y=alt.Y("faces:Q", title="Faces in view", axis=alt.Axis(tickMinStep=1), scale=alt.Scale(zero=True)),
+            tooltip=[alt.Tooltip("t:T", title="Time", format=TIME_FORMAT), alt.Tooltip("faces:Q", title="Faces")],
+        )
+        .properties(height=height, width="container")
+    )
+    return chart.properties(title=title) if title else chart
+
+
+def attention_spans(buckets: pd.DataFrame) -> pd.DataFrame:
+    """Consecutive `needs_attention` seconds -> spans (start, end, seconds) to shade on a timeline."""
+    empty = pd.DataFrame(
+        {"start": pd.Series(dtype="datetime64[ns, UTC]"), "end": pd.Series(dtype="datetime64[ns, UTC]"),
+         "seconds": pd.Series(dtype="int64")}
+    )
+    if buckets.empty or "needs_attention" not in buckets.columns:
+        return empty
+    frame = _with_time(buckets).sort_values("t").reset_index(drop=True)
+    flags = frame["needs_attention"].fillna(False).astype(bool)
+    if not flags.any():
+        return empty
+    run_id = (flags != flags.shift()).cumsum()
+    spans = []
+    for _, group in frame[flags].groupby(run_id[flags]):
+        start = group["t"].iloc[0]
+        spans.append({"start": start, "end": group["t"].iloc[-1] + pd.Timedelta(seconds=1), "seconds": len(group)})
+    return pd.DataFrame(spans)
+
+
+def attention_chart(
+    buckets: pd.DataFrame,
+    events: pd.DataFrame | None = None,
+    *,
+    event_time_column: str = "t",
+    event_label_column: str | None = None,
+    height: int = SMALL_HEIGHT,
+    title: str | None = None,
+) -> alt.Chart:
+    """Negative share over time, with needs-attention seconds shaded red and events as rules."""
+    if buckets.empty:
+        return _empty_chart("No data yet", height)
+    frame = _with_time(downsample(buckets))
+    if "negative_share" in frame.columns:
+        frame["negative"] = pd.to_numeric(frame["negative_share"], errors="coerce").fillna(0.0)
+    else:
+        negative = [share_column(e) for e in EMOTIONS if e in NEGATIVE_EMOTIONS and share_column(e) in frame]
+        frame["negative"] = frame[negative].apply(pd.to_numeric, errors="coerce").fillna(0.0).sum(axis=1)
+    line = (
+        alt.Chart(frame[["t", "negative"]])
+        .mark_line(color="#555555", interpolate="step-after")
+        .encode(
+            x=_time_axis(),
+            y=alt.Y("negative:Q", title="Negative share", axis=alt.Axis(format="%"),
+                    scale=alt.Scale(domain=[0, 1], nice=False)),
+            tooltip=[alt.Tooltip("t:T", title="Time", format=TIME_FORMAT),
+                     alt.Tooltip("negative:Q", title="Negative share", format=".0%")],
+        )
+    )
+    layers: list[alt.Chart] = []
+    spans = attention_spans(buckets)
+    if not spans.empty:
+        layers.append(
+            alt.Chart(spans)
+            .mark_rect(color=ATTENTION_COLOR, opacity=0.18)
+            .encode(
+                x="start:T", x2="end:T",
+                tooltip=[alt.Tooltip("start:T", title="From", format=TIME_FORMAT),
+                         alt.Tooltip("end:T", title="To", format=TIME_FORMAT),
+                         alt.Tooltip("seconds:Q", title="Seconds")],
+            )
+        )
+    layers.append(line)
+    if events is not None and not events.empty and event_time_column in events.columns:
+        marks = events.copy()
+        marks["t"] = to_datetime(marks[event_time_column])
+        tooltip: list[Any] = [alt.Tooltip("t:T", title="Event at", format=TIME_FORMAT)]
+        if event_label_column and event_label_column in marks.columns:
+            marks["label"] = marks[event_label_column].astype(str)
+            tooltip.append(alt.Tooltip("label:N", title="Event"))
+        layers.append(
+            alt.Chart(marks[["t", *(["label"] if "label" in marks.columns else [])]])
+            .mark_rule(color=ATTENTION_COLOR, strokeWidth=2, strokeDash=[4, 2])
+            .encode(x="t:T", tooltip=tooltip)
+        )
+    chart = alt.layer(*layers).properties(height=height, width="container")
+    return chart.properties(title=title) if title else chart
+
+
+def confusion_chart(
+    matrix: Sequence[Sequence[float]] | np.ndarray,
+    classes: Sequence[str] = EMOTIONS,
+    *,
+    true_classes: Sequence[str] | None = None,
+    normalize: bool = True,
+    size: int = 340,
+    title: str | None = None,
+) -> alt.Chart:
+    """Heatmap: true class by row, predicted class by column; row-normalised so rare classes read too.
+
+    `matrix` is square over `classes` (training.evaluate's `confusion_labels`). `true_classes`
+    keeps only those rows (its `classes_scored`): a class absent from the split has no row to show.
+    """
+    counts = np.asarray(matrix, dtype=float)
+    if counts.size == 0:
+        return _empty_chart("No confusion matrix", size)
+    classes = list(classes)
+    row_names = list(true_classes) if true_classes is not None else classes
+    counts = counts[[classes.index(name) for name in row_names]]
+    row_sums = counts.sum(axis=1, keepdims=True)
+    share = np.divide(counts, row_sums, out=np.zeros_like(counts), where=row_sums > 0)
+    rows = [
+        {"true": row_names[i], "predicted": classes[j], "count": int(counts[i, j]), "share": float(share[i, j])}
+        for i in range(counts.shape[0])
+        for j in range(counts.shape[1])
+    ]
+    data = pd.DataFrame(rows)
+    field = "share" if normalize else "count"
+    base = alt.Chart(data).encode(
+        x=alt.X("predicted:N", sort=classes, title="Predicted", axis=alt.Axis(labelAngle=-40)),
+        y=alt.Y("true:N", sort=row_names, title="True"),
+    )
+    heat = base.mark_rect().encode(
+        color=alt.Color(f"{field}:Q", scale=alt.Scale(scheme="blues"),
+                        title="Row share" if normalize else "Count",
+                        legend=alt.Legend(format=".0%" if normalize else "d")),
+        tooltip=[alt.Tooltip("true:N", title="True"), alt.Tooltip("predicted:N", title="Predicted"),
+                 alt.Tooltip("count:Q", title="Images"), alt.Tooltip("share:Q", title="Row share", format=".1%")],
+    )
+    # Dark text on light cells, white on dark ones.
+    text = base.mark_text(fontSize=11).encode(
+        text=alt.Text(f"{field}:Q", format=".0%" if normalize else "d"),
+        color=alt.condition(alt.datum.share > 0.5, alt.value("white"), alt.value("#1f2430")),
+    )
+    height = max(120, int(size * len(row_names) / max(1, len(classes))))
+    chart = (heat + text).properties(width=size, height=height)
+    return chart.properties(title=title) if title else chart
+
+
+def progress_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    """progress.jsonl records -> long rows (x = fractional epoch, metric, split, value) for the curves.
+
+    Training figures come from batch and epoch lines (running averages within an epoch);
+    validation figures only from epoch lines.
+    """
+    rows: list[dict[str, Any]] = []
+    for rec in records:
+        kind = rec.get("kind")
+        epoch = rec.get("epoch")
+        if kind not in ("batch", "epoch") or epoch is None:
+            continue
+        steps = rec.get("steps") or 1
+        x = (float(epoch) - 1.0 + float(rec.get("step") or steps) / float(steps))
+        for metric in ("loss", "accuracy"):
+            if rec.get(metric) is not None:
+                rows.append({"x": x, "metric": metric, "split": "train", "value": float(rec[metric])})
+            if kind == "epoch" and rec.get(f"val_{metric}") is not None:
+                rows.append({"x": x, "metric": metric, "split": "val", "value": float(rec[f"val_{metric}"])})
+    frame = pd.DataFrame(rows, columns=["x", "metric", "split", "value"])
+    # A resumed run replays epochs: keep the latest value for each point.
+    return frame.drop_duplicates(subset=["x", "metric", "split"], keep="last").sort_values("x")
+
+
+def training_curves_chart(
+    records: Iterable[Mapping[str, Any]], *, height: int = 220, title: str | None = None
+) -> alt.Chart | alt.HConcatChart:
+    """Loss and accuracy side by side, train vs validation, against (fractional) epochs."""
+    frame = progress_frame(records)
+    if frame.empty:
+        return _empty_chart("No progress logged yet", height)
+    split_scale = alt.Scale(domain=["train", "val"], range=["#2f6fde", "#ff7f0e"])
+
+    def panel(metric: str, axis_title: str, axis_format: str) -> alt.Chart:
+        data = frame[frame["metric"] == metric]
+        base = alt.Chart(data).encode(
+            x=alt.X("x:Q", title="Epoch", scale=alt.Scale(zero=True), axis=alt.Axis(tickMinStep=1)),
+            y=alt.Y("value:Q", title=axis_title, axis=alt.Axis(format=axis_format), scale=alt.Scale(zero=False)),
+            color=alt.Color("split:N", scale=split_scale, title="Data",
+                            legend=alt.Legend(labelExpr="datum.label == 'val' ? 'validation' : 'training'")),
+            tooltip=[alt.Tooltip("x:Q", title="Epoch", format=".2f"), alt.Tooltip("split:N", title="Data"),
+                     alt.Tooltip("value:Q", title=axis_title, format=".4f")],
+        )
+        # Validation exists only once per epoch: points make single epochs visible.
+        return (base.mark_line() + base.mark_point(filled=True, size=40).transform_filter(
+            alt.datum.split == "val")).properties(height=height, width=300, title=axis_title)
+
+    chart = alt.hconcat(panel("loss", "Loss", ".3f"), panel("accuracy", "Accuracy", ".0%")).resolve_scale(
+        color="shared"
+    )
+    return chart.properties(title=title) if title else chart
+

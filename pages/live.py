@@ -1,0 +1,158 @@
+"""Live class (the instructor): webcam over WebRTC, live class-mood charts, or a recording."""
+
+from __future__ import annotations
+
+import time
+
+import av
+import streamlit as st
+from streamlit_webrtc import WebRtcMode, webrtc_streamer
+
+from fer_core.live import LiveController
+from fer_core.model_io import ModelError
+from fer_core.store import StoreError
+from pages import charts
+from pages.live_support import (
+    analyse_upload,
+    check_upload,
+    face_rows,
+    open_live_session,
+    rtc_configuration,
+    sensitivity_levels,
+)
+from pages.ui import PRIVACY_NOTICE, RESPONSIBLE_USE_SHORT, app_settings
+
+CHART_REFRESH_S = 1.0
+LIVE_WINDOW_S = 300  # the charts show the last five minutes
+
+settings = app_settings()
+levels = sensitivity_levels(settings)
+st.title("Live class")
+st.caption("Class-level mood from the faces in view. Numbers only: no video or face image is stored.")
+st.info(RESPONSIBLE_USE_SHORT, icon=":material/gavel:")
+
+controller: LiveController = st.session_state.setdefault("live_controller", LiveController())
+
+webcam_tab, recording_tab = st.tabs(["Webcam", "Analyse a recording"])
+
+with webcam_tab:
+    with st.container(border=True):
+        st.markdown(PRIVACY_NOTICE)
+        consent = st.checkbox(
+            "Everyone on camera has been told what is recorded and agrees.",
+            key="live_consent",
+            disabled=controller.active,
+        )
+    left, right = st.columns([2, 3], gap="large")
+    with left:
+        name_col, class_col = st.columns(2)
+        name = name_col.text_input("Session name", max_chars=120, key="live_name", disabled=controller.active)
+        class_label = class_col.text_input("Class", max_chars=120, key="live_class", disabled=controller.active)
+        sensitivity = st.select_slider(
+            "Face detector sensitivity",
+            options=list(levels),
+            value="normal",
+            help="Higher finds smaller or less frontal faces but also more false boxes.",
+            key="live_sensitivity",
+        )
+        smoothing = st.slider(
+            "Label smoothing over time",
+            0.0, 0.95, float(settings.smoothing), 0.05,
+            help="Weight of each face's recent past: higher means steadier labels that react more slowly.",
+            key="live_smoothing",
+        )
+        if controller.active and controller.session is not None:
+            controller.session.configure(min_neighbors=levels[sensitivity], smoothing=smoothing)
+
+        if not consent and not controller.active:
+            st.warning("Confirm the consent notice above to enable the camera.", icon=":material/videocam_off:")
+        else:
+
+            def video_frame_callback(frame: av.VideoFrame) -> av.VideoFrame:
+                # The video thread: only the pipeline, never st.*, never I/O.
+                annotated = controller.process(frame.to_ndarray(format="bgr24"), time.time())
+                return av.VideoFrame.from_ndarray(annotated, format="bgr24")
+
+            ctx = webrtc_streamer(
+                key="live",
+                mode=WebRtcMode.SENDRECV,
+                rtc_configuration=rtc_configuration(settings),
+                media_stream_constraints={"video": True, "audio": False},
+                video_frame_callback=video_frame_callback,
+                on_video_ended=controller.stop,  # camera stopped or tab closed
+                async_processing=True,
+            )
+            # Start/stop follow the component's state on each rerun (the sample app's pattern);
+            # frames that arrive before the rerun pass through unanalysed.
+            if ctx.state.playing and not controller.active:
+                try:
+                    controller.start(
+                        lambda: open_live_session(
+                            settings, name, class_label, levels[sensitivity], smoothing
+                        )
+                    )
+                except (ModelError, StoreError) as exc:
+                    st.error(f"Cannot start the analysis: {exc}", icon=":material/error:")
+            elif not ctx.state.playing and controller.active:
+                controller.stop()
+
+    def live_panel() -> None:
+        session = controller.session
+        if controller.last_error:
+            st.error(f"Analysis problem: {controller.last_error}")
+        if session is None:
+            if controller.last_session_id is not None:
+                st.success("Session saved. Review it on the History page.", icon=":material/check_circle:")
+                st.page_link("pages/history.py", label="Open History", icon=":material/history:")
+            else:
+                st.caption("Charts appear here once the stream runs.")
+            return
+        snap = session.snapshot()
+        buckets = snap.aggregate.frame().tail(LIVE_WINDOW_S)
+        a, b, c, d = st.columns(4)
+        a.metric("Faces in view", snap.aggregate.faces_now)
+        b.metric("Analysed frames/s", f"{snap.analysed_fps:.1f}")
+        current = charts.current_distribution(buckets) if len(buckets) else None
+        dominant = current.idxmax() if current is not None and current.sum() > 0 else None
+        c.metric("Dominant mood", dominant or "—")
+        d.metric("Needs attention", "yes" if snap.aggregate.attention else "no")
+        if snap.aggregate.attention and snap.aggregate.attention_reason:
+            st.warning(snap.aggregate.attention_reason, icon=":material/priority_high:")
+        st.altair_chart(charts.timeline_chart(buckets, title="Class mood, last 5 minutes"), width="stretch")
+        left_chart, right_chart = st.columns(2)
+        left_chart.altair_chart(charts.distribution_chart(buckets, which="current", title="Right now"), width="stretch")
+        right_chart.altair_chart(charts.faces_chart(buckets, title="Faces in view"), width="stretch")
+        with st.expander("Faces (anonymous track numbers)"):
+            st.dataframe(face_rows(snap.tracks), hide_index=True, width="stretch")
+
+    with right:
+        st.subheader("Class mood")
+        st.fragment(live_panel, run_every=CHART_REFRESH_S if controller.active else None)()
+
+with recording_tab:
+    st.markdown(
+        "Upload a recorded class video. It is analysed on the server into a session, "
+        "exactly like a live stream; the video itself is deleted right after analysis."
+    )
+    upload = st.file_uploader(
+        "Class recording", type=["mp4", "mov", "avi", "mkv", "webm", "m4v"], key="recording_upload"
+    )
+    rec_name = st.text_input("Session name", max_chars=120, key="recording_name")
+    rec_class = st.text_input("Class", max_chars=120, key="recording_class")
+    rec_consent = st.checkbox("The people in this recording agreed to its analysis.", key="recording_consent")
+    if st.button("Analyse", type="primary", disabled=upload is None or not rec_consent):
+        problem = check_upload(upload, settings)
+        if problem:
+            st.error(problem)
+        else:
+            bar = st.progress(0.0, text="Analysing…")
+            result = analyse_upload(upload, rec_name, rec_class, settings, bar)
+            bar.empty()
+            if result.error:
+                st.error(result.error)
+            else:
+                st.session_state["history_session_id"] = result.session_id
+                st.success(f"Analysed {result.seconds} s of video into a session.")
+                st.altair_chart(charts.timeline_chart(result.buckets, title="Class mood"), width="stretch")
+                st.altair_chart(charts.distribution_chart(result.buckets, title="Overall"), width="stretch")
+                st.page_link("pages/history.py", label="Open it on the History page", icon=":material/history:")

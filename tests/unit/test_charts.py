@@ -1,0 +1,125 @@
+"""The shared Altair chart builders (pages/charts.py): data shaping and encodings, no Streamlit."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fer_core.aggregate import AttentionEvent, Bucket, buckets_frame
+from fer_core.emotions import EMOTION_COLORS, EMOTIONS
+from pages import charts
+
+T0 = 1_800_000_000
+
+
+def make_buckets(labels: list[str | None], faces: list[int] | None = None, flagged: set[int] | None = None):
+    """Buckets as the aggregator makes them: one label per second (None = no face)."""
+    out = []
+    for k, label in enumerate(labels):
+        n = 0 if label is None else (faces[k] if faces else 2)
+        shares = np.zeros(len(EMOTIONS))
+        probs = np.full(len(EMOTIONS), np.nan)
+        if label is not None:
+            shares[EMOTIONS.index(label)] = 1.0
+            probs = np.full(len(EMOTIONS), 0.1)
+            probs[EMOTIONS.index(label)] = 0.4
+        out.append(Bucket(T0 + k, n, 3, 3 * n, tuple(probs), tuple(shares), k in (flagged or set())))
+    return buckets_frame(out)
+
+
+def spec(chart) -> dict:
+    return json.loads(chart.to_json())
+
+
+def test_timeline_stacks_shares_in_canonical_order_with_fixed_colours() -> None:
+    chart = charts.timeline_chart(make_buckets(["happy", "sad", None]))
+    s = spec(chart)
+    color = s["encoding"]["color"]
+    assert color["scale"]["domain"] == list(EMOTIONS)
+    assert color["scale"]["range"] == [EMOTION_COLORS[e] for e in EMOTIONS]
+    assert s["encoding"]["y"]["title"] == "Share of faces"
+    long = charts.emotion_long(make_buckets(["happy", "sad", None]))
+    assert len(long) == 3 * len(EMOTIONS)
+    assert long.groupby("t")["value"].sum().tolist() == [1.0, 1.0, 0.0]  # a second without faces is empty
+    assert str(long["t"].dt.tz) == "UTC"
+
+
+def test_timeline_also_plots_mean_probabilities() -> None:
+    long = charts.emotion_long(make_buckets(["happy"]), "mean")
+    assert long.set_index("emotion").loc["happy", "value"] == pytest.approx(0.4)
+
+
+def test_overall_distribution_weights_seconds_by_faces_and_ignores_empty_ones() -> None:
+    frame = make_buckets(["happy", "sad", None], faces=[3, 1, 0])
+    overall = charts.overall_distribution(frame)
+    assert list(overall.index) == list(EMOTIONS)
+    assert overall["happy"] == pytest.approx(0.75)
+    assert overall["sad"] == pytest.approx(0.25)
+    assert charts.current_distribution(frame)["sad"] == 1.0  # the newest second with a face
+
+
+def test_distributions_of_nothing_are_zero_and_charts_show_a_placeholder() -> None:
+    empty = make_buckets([])
+    assert charts.overall_distribution(empty).sum() == 0
+    assert charts.current_distribution(make_buckets([None, None])).sum() == 0
+    for chart in (charts.timeline_chart(empty), charts.faces_chart(empty), charts.attention_chart(empty),
+                  charts.training_curves_chart([])):
+        assert spec(chart)["mark"]["type"] == "text"
+
+
+def test_distribution_chart_accepts_a_mapping() -> None:
+    s = spec(charts.distribution_chart({"happy": 0.6, "neutral": 0.4}))
+    values = next(iter(s["datasets"].values()))
+    assert [v["emotion"] for v in values] == list(EMOTIONS)
+    assert {v["emotion"]: v["value"] for v in values}["happy"] == 0.6
+
+
+def test_attention_spans_and_events_on_the_timeline() -> None:
+    frame = make_buckets(["sad"] * 6 + ["happy"] * 2 + ["sad"] * 3, flagged={2, 3, 4, 5, 9, 10})
+    spans = charts.attention_spans(frame)
+    assert spans["seconds"].tolist() == [4, 2]
+    assert spans["start"].iloc[0] == pd.Timestamp(T0 + 2, unit="s", tz="UTC")
+    assert spans["end"].iloc[0] == pd.Timestamp(T0 + 6, unit="s", tz="UTC")  # end of the last flagged second
+    events = pd.DataFrame([AttentionEvent(T0 + 2, T0 + 6, "sad").__dict__]).rename(columns={"t_start": "t"})
+    s = spec(charts.attention_chart(frame, events, event_label_column="reason"))
+    assert [layer["mark"]["type"] for layer in s["layer"]] == ["rect", "line", "rule"]
+
+
+def test_long_sessions_are_binned_for_drawing() -> None:
+    frame = make_buckets(["happy"] * 3000, flagged={1500})
+    small = charts.downsample(frame, max_points=1000)
+    assert len(small) <= 1000
+    assert small["share_happy"].tolist() == pytest.approx([1.0] * len(small))
+    assert small["needs_attention"].sum() == 1
+    assert len(charts.downsample(frame.head(10))) == 10  # short frames are drawn as they are
+
+
+def test_confusion_chart_keeps_scored_rows_and_normalises_them() -> None:
+    matrix = np.zeros((7, 7), dtype=int)
+    matrix[3, 3], matrix[3, 4], matrix[4, 4] = 8, 2, 5
+    s = spec(charts.confusion_chart(matrix.tolist(), EMOTIONS, true_classes=["happy", "neutral"]))
+    cells = next(iter(s["datasets"].values()))
+    assert {c["true"] for c in cells} == {"happy", "neutral"}
+    happy_neutral = next(c for c in cells if c["true"] == "happy" and c["predicted"] == "neutral")
+    assert happy_neutral["count"] == 2 and happy_neutral["share"] == pytest.approx(0.2)
+
+
+def test_progress_frame_and_training_curves() -> None:
+    records = [
+        {"kind": "batch", "epoch": 1, "epochs": 2, "step": 5, "steps": 10, "loss": 2.0, "accuracy": 0.2},
+        {"kind": "epoch", "epoch": 1, "epochs": 2, "step": 10, "steps": 10, "loss": 1.5, "accuracy": 0.3,
+         "val_loss": 1.6, "val_accuracy": 0.28},
+        # A resumed run logs epoch 1 again: the newest value wins.
+        {"kind": "epoch", "epoch": 1, "epochs": 2, "step": 10, "steps": 10, "loss": 1.4, "accuracy": 0.32,
+         "val_loss": 1.5, "val_accuracy": 0.3},
+    ]
+    frame = charts.progress_frame(records)
+    val = frame[(frame["split"] == "val") & (frame["metric"] == "accuracy")]
+    assert val[["x", "value"]].values.tolist() == [[1.0, 0.3]]
+    train_x = frame[(frame["split"] == "train") & (frame["metric"] == "loss")]["x"].tolist()
+    assert train_x == [0.5, 1.0]
+    s = spec(charts.training_curves_chart(records))
+    assert [panel["title"] for panel in s["hconcat"]] == ["Loss", "Accuracy"]
