@@ -264,6 +264,7 @@ def train(run_dir: Path, config: dict[str, Any], stop: StopRequested) -> dict[st
         pretrained = weights is not None
         model = model_lib.build_model(config["image_size"], weights, config["dropout"])
         log.info("base weights: %s", weights or "none (training from scratch)")
+        runs.update_status(run_dir, "running", weights_used=weights or "none")
 
     class_weight = data_lib.balanced_class_weights(train_data.labels) if config["class_weights"] else None
     loss = keras.losses.CategoricalCrossentropy(label_smoothing=config["label_smoothing"])

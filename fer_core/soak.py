@@ -1,0 +1,141 @@
+"""Soak and load benchmarks of the live path (numbers to read, not timed tests).
+
+    python -m fer_core.soak soak [--class-minutes 60] [--fps 4]   # one long class, faster than real time
+    python -m fer_core.soak load [--streams 4] [--seconds 30]      # several live sessions at once
+
+`soak` replays real-face frames (a pan over the group photos) into one LiveSession
+with simulated timestamps covering a whole class, and prints memory over time (it must
+stay flat: every in-memory buffer is bounded) and the rows stored. `load` runs several
+sessions in parallel threads, as several browser streams would, and prints each one's
+analysed frames/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+from fer_core.bench import pan_zoom_clip
+from fer_core.classify import load_classifier
+from fer_core.session import LiveSession
+from fer_core.settings import PROJECT_ROOT, Settings
+from fer_core.store import Store
+
+GROUP_PHOTOS = PROJECT_ROOT.parent / "shared" / "datasets" / "group-photos"
+CLIP_FRAMES = 150  # decoded once, replayed in a loop: memory growth can't come from the source
+FRAME_SIZE = (640, 480)
+MEMORY_SAMPLES = 12
+
+
+def real_face_frames(photos_dir: Path = GROUP_PHOTOS, count: int = CLIP_FRAMES) -> list[np.ndarray]:
+    photos = sorted(p for p in photos_dir.glob("20*.jpg"))
+    if not photos:
+        raise SystemExit(f"error: no photos in {photos_dir}")
+    return list(pan_zoom_clip(photos, FRAME_SIZE, count))
+
+
+def rss_mb() -> float:
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def soak(class_minutes: float, fps: float, settings: Settings, backend: str) -> int:
+    frames = real_face_frames()
+    classifier = load_classifier(settings.active_model_dir(), backend)
+    with tempfile.TemporaryDirectory(prefix="classmood-soak-") as tmp:
+        store = Store(f"sqlite:///{Path(tmp) / 'soak.db'}")
+        session = LiveSession(store, classifier, name="soak", source="live", settings=settings)
+        total = int(class_minutes * 60 * fps)
+        start_clock = time.time()
+        t0 = time.monotonic()
+        print(f"soak: {class_minutes:.0f} min of class at {fps:g} analysed frames/s = {total} frames")
+        print(f"{'class time':>10} {'frames':>8} {'RSS MB':>8} {'wall s':>7}")
+        every = max(1, total // MEMORY_SAMPLES)
+        samples: list[float] = []
+        for i in range(total):
+            session.process_frame(frames[i % len(frames)], start_clock + i / fps)
+            if i % every == 0 or i == total - 1:
+                samples.append(rss_mb())
+                print(f"{i / fps / 60:>8.1f} m {i:>8} {samples[-1]:>8.1f} {time.monotonic() - t0:>7.1f}", flush=True)
+        summary = session.stop()
+        rows = {
+            "buckets": len(store.session_buckets(session.session_id)),
+            "track samples": int(store.session_tracks(session.session_id)["seconds"].sum()),
+            "events": len(store.session_events(session.session_id)),
+        }
+    half = len(samples) // 2
+    growth = np.mean(samples[half:]) - np.mean(samples[1:half]) if half > 1 else float("nan")
+    print(f"stored: {rows}; frames analysed {summary.frames_analysed}; peak faces {summary.faces_seen}")
+    print(f"RSS first half {np.mean(samples[1:half]):.1f} MB, second half {np.mean(samples[half:]):.1f} MB, "
+          f"growth {growth:+.1f} MB; wall time {time.monotonic() - t0:.0f} s "
+          f"({class_minutes * 60 / (time.monotonic() - t0):.1f}x real time)")
+    return 0
+
+
+def load(streams: int, seconds: float, settings: Settings, backend: str) -> int:
+    frames = real_face_frames()
+    classifier = load_classifier(settings.active_model_dir(), backend)
+    counts = [0] * streams
+    stop = threading.Event()
+    with tempfile.TemporaryDirectory(prefix="classmood-load-") as tmp:
+        store = Store(f"sqlite:///{Path(tmp) / 'load.db'}")
+        sessions = [
+            LiveSession(store, classifier, name=f"stream {i + 1}", source="live", settings=settings)
+            for i in range(streams)
+        ]
+
+        def run(index: int) -> None:
+            i = index * 17  # streams start at different points of the clip
+            while not stop.is_set():
+                sessions[index].process_frame(frames[i % len(frames)], time.time())
+                counts[index] += 1
+                i += 1
+
+        threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(streams)]
+        t0 = time.monotonic()
+        for t in threads:
+            t.start()
+        time.sleep(seconds)
+        stop.set()
+        for t in threads:
+            t.join()
+        elapsed = time.monotonic() - t0
+        for session in sessions:
+            session.stop()
+        stored = [len(store.session_buckets(s.session_id)) for s in sessions]
+    per_stream = [c / elapsed for c in counts]
+    print(f"load: {streams} streams for {elapsed:.0f} s on {psutil.cpu_count()} cores, backend {classifier.backend}")
+    for i, (fps, rows) in enumerate(zip(per_stream, stored, strict=True)):
+        print(f"  stream {i + 1}: {fps:5.1f} analysed frames/s, {rows} buckets stored")
+    print(f"  total {sum(per_stream):.1f} frames/s; mean per stream {np.mean(per_stream):.1f}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fer_core.soak", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    soak_p = sub.add_parser("soak", help="one long class, faster than real time; memory over time")
+    soak_p.add_argument("--class-minutes", type=float, default=60.0, help="simulated class length")
+    soak_p.add_argument("--fps", type=float, default=4.0, help="analysed frames per simulated second")
+    load_p = sub.add_parser("load", help="several live sessions at once; frames/s per stream")
+    load_p.add_argument("--streams", type=int, default=4)
+    load_p.add_argument("--seconds", type=float, default=30.0)
+    for p in (soak_p, load_p):
+        p.add_argument("--backend", choices=("auto", "keras", "litert"), default="auto")
+    args = parser.parse_args(argv)
+    settings = Settings()
+    if args.command == "soak":
+        return soak(args.class_minutes, args.fps, settings, args.backend)
+    return load(args.streams, args.seconds, settings, args.backend)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,225 @@
+"""Publish a trained run as ClassMood's shipped model, with its model card.
+
+    python -m training.publish --run data/runs/NAME --data ../shared/datasets/fer2013 [--out models/fer-inceptionv3]
+
+Exports the run's best checkpoint (float16 `model.keras` + int8 `model_int8.tflite`),
+evaluates both on `val/`, and writes `metrics.json`, `confusion_matrix.png` and a
+`README.md` model card next to them. It refuses to replace a published model unless the
+new one is at least `MIN_GAIN` better on val (the git history must not fill up with models);
+`--force` overrides that, for the first model or a deliberate replacement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from fer_core.emotions import EMOTIONS
+from fer_core.model_io import KERAS_FILE, TFLITE_FILE
+from fer_core.settings import get_settings
+from training import runs
+
+MIN_GAIN = 0.01
+METRICS_FILE = "metrics.json"
+CARD_FILE = "README.md"
+SPLIT = "val"
+
+
+def _history(run_dir: Path) -> list[dict[str, str]]:
+    path = run_dir / runs.HISTORY_FILE
+    if not path.is_file():
+        return []
+    with path.open(encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _training_time_s(run_dir: Path) -> float | None:
+    epochs = [r for r in runs.read_progress(run_dir) if r.get("kind") == "epoch"]
+    if not epochs:
+        return None
+    # elapsed_s restarts with each (resumed) process: add up each segment's last value.
+    total, previous = 0.0, 0.0
+    for record in epochs:
+        elapsed = float(record["elapsed_s"])
+        if elapsed < previous:
+            total += previous
+        previous = elapsed
+    return round(total + previous, 1)
+
+
+def build_metrics(run_dir: Path, keras_report: dict, litert_report: dict, export_report: dict) -> dict[str, Any]:
+    config = runs.read_json(run_dir / runs.CONFIG_FILE) or {}
+    status = runs.read_json(run_dir / runs.STATUS_FILE) or {}
+    history = _history(run_dir)
+    best_epoch = max(history, key=lambda r: float(r.get("val_accuracy") or 0), default={}).get("epoch")
+    return {
+        "model": "InceptionV3 (Keras, include_top=False) + GAP + dropout + Dense(7, softmax)",
+        "classes": list(EMOTIONS),
+        "input": "48x48 grayscale face, 0..255; resized inside the model",
+        "image_size": config.get("image_size"),
+        "weights_init": "from scratch" if status.get("weights_used", "none") == "none" else "ImageNet",
+        "training": {
+            "run": run_dir.name,
+            "config": config,
+            "epochs_trained": len(history),
+            "best_epoch": None if best_epoch is None else int(best_epoch) + 1,
+            "training_time_s": _training_time_s(run_dir),
+        },
+        "data": {"train": "FER2013 train/ (27,965 images)", "validation": "FER2013 val/ = PublicTest (3,589)"},
+        "val": {
+            "accuracy": keras_report["accuracy"],
+            "macro_f1": keras_report["macro_f1"],
+            "balanced_accuracy": keras_report["balanced_accuracy"],
+            "ece": keras_report["ece"],
+            "per_class_recall": {k: v["recall"] for k, v in keras_report["per_class"].items()},
+            "per_class_f1": {k: v["f1"] for k, v in keras_report["per_class"].items()},
+            "confusion_matrix": keras_report["confusion_matrix"],
+            "n_images": keras_report["n_images"],
+        },
+        "litert_int8": {
+            "val_accuracy": litert_report["accuracy"],
+            "accuracy_difference": litert_report["accuracy"] - keras_report["accuracy"],
+            "ms_per_face": export_report.get("latency_ms", {}).get("litert"),
+        },
+        "keras_ms_per_face": export_report.get("latency_ms", {}).get("keras"),
+        "float16_weights_accuracy_difference": export_report.get("half_accuracy_difference"),
+        "files_mb": {name: info["mb"] for name, info in export_report.get("files", {}).items()
+                     if name in (KERAS_FILE, TFLITE_FILE)},
+        "load_average_during_timing": export_report.get("load_average_1m"),
+        "published_at": time.strftime("%Y-%m-%d"),
+    }
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def _latency_line(table: dict | None) -> str:
+    if not table:
+        return "not measured"
+    return ", ".join(f"batch {batch}: {row['ms_per_face']:.2f} ms" for batch, row in table.items())
+
+
+def model_card(metrics: dict[str, Any]) -> str:
+    val, lite, train = metrics["val"], metrics["litert_int8"], metrics["training"]
+    rows = "\n".join(
+        f"| {name} | {_pct(val['per_class_recall'].get(name, 0))} | {_pct(val['per_class_f1'].get(name, 0))} |"
+        for name in EMOTIONS
+    )
+    hours = (train["training_time_s"] or 0) / 3600
+    scratch_note = " (no ImageNet weights could be had on the training machine)" * (
+        metrics["weights_init"] == "from scratch"
+    )
+    return f"""# ClassMood emotion model: {metrics['model']}
+
+The model ClassMood ships and uses by default (Live page, `fer_core.analyze`, `fer_core.bench`).
+
+## Data and splits
+- Trained on FER2013 `train/` (27,965 48x48 grayscale faces, duplicates of the test split removed).
+- Chosen on FER2013 `val/` (PublicTest, 3,589 faces). All figures below are **validation** figures.
+- FER2013's PrivateTest split was never used: it is kept apart as the independent test.
+
+## Training
+- Weights: {metrics['weights_init']}{scratch_note};
+  input {metrics['image_size']}x{metrics['image_size']} (48x48 faces upscaled inside the model).
+- {train['epochs_trained']} epochs (best: epoch {train['best_epoch']}), {hours:.1f} h on 2 CPU cores.
+- Run options: `{json.dumps(train['config'].get('lr'))}` learning rate, batch {train['config'].get('batch_size')},
+  augmentation `{train['config'].get('augment')}`, label smoothing {train['config'].get('label_smoothing')},
+  dropout {train['config'].get('dropout')}.
+
+## Validation results ({val['n_images']} images)
+
+| metric | value |
+|---|---|
+| accuracy | **{_pct(val['accuracy'])}** |
+| macro-F1 | {val['macro_f1']:.3f} |
+| balanced accuracy | {_pct(val['balanced_accuracy'])} |
+| expected calibration error (15 bins) | {val['ece']:.3f} |
+| int8 LiteRT accuracy | {_pct(lite['val_accuracy'])} ({100 * lite['accuracy_difference']:+.2f} points) |
+
+| class | recall | F1 |
+|---|---|---|
+{rows}
+
+![confusion matrix on val](confusion_matrix.png)
+
+## Files and speed
+- `model.keras`: Keras model with float16-stored weights ({metrics['files_mb'].get(KERAS_FILE)} MB);
+  loads as float32; accuracy difference from float32: {metrics['float16_weights_accuracy_difference']}.
+- `model_int8.tflite`: dynamic-range int8 LiteRT export ({metrics['files_mb'].get(TFLITE_FILE)} MB), the live path.
+- ms per face, LiteRT int8: {_latency_line(lite['ms_per_face'])}.
+- ms per face, Keras: {_latency_line(metrics['keras_ms_per_face'])}.
+  (Timed on a shared 2-core machine, load average {metrics['load_average_during_timing']}.)
+
+## Known limits
+- FER2013 labels are noisy (human agreement is estimated around 65%), so no model's accuracy means
+  "reads feelings": an expression label is weak evidence of an inner state.
+- FER2013 is skewed in age, ethnicity and setting (web images of mostly adults, mostly light-skinned);
+  accuracy on under-represented groups is likely lower and was not measured.
+- Frontal, upright faces only, like the Haar detector that feeds it.
+- `disgust` is rare (1.4% of training images): its recall is the least reliable.
+- See the README's responsible-use section before using it on people.
+"""
+
+
+def publish_refusal(new_accuracy: float, previous: dict[str, Any] | None, force: bool) -> str | None:
+    """Why a model must not replace the published one, or None."""
+    if previous is None or force:
+        return None
+    old = previous["val"]["accuracy"]
+    if new_accuracy - old < MIN_GAIN:
+        return (
+            f"not published: val accuracy {_pct(new_accuracy)} is not at least "
+            f"{100 * MIN_GAIN:.0f} point better than the published {_pct(old)} (use --force to replace anyway)"
+        )
+    return None
+
+
+def publish(run_dir: Path, data: Path, out: Path, force: bool = False) -> dict[str, Any]:
+    from training.evaluate import evaluate_model_file
+    from training.export import export_model
+
+    best = run_dir / runs.BEST_MODEL_FILE
+    if not best.is_file():
+        raise SystemExit(f"error: {best} not found (has the run finished an epoch?)")
+    with tempfile.TemporaryDirectory(prefix="classmood-publish-") as tmp:
+        staging = Path(tmp)
+        export_report = export_model(best, staging, data=data, split=SPLIT, half=True)
+        keras_report = evaluate_model_file(staging, data, SPLIT, out_dir=staging, backend="keras")
+        litert_report = evaluate_model_file(staging, data, SPLIT, backend="litert")
+        metrics = build_metrics(run_dir, keras_report, litert_report, export_report)
+        refusal = publish_refusal(metrics["val"]["accuracy"], runs.read_json(out / METRICS_FILE), force)
+        if refusal:
+            raise SystemExit(refusal)
+        out.mkdir(parents=True, exist_ok=True)
+        for name in (KERAS_FILE, TFLITE_FILE, runs.CONFUSION_FILE):
+            shutil.copy2(staging / name, out / name)
+    runs.write_json_atomic(out / METRICS_FILE, metrics)
+    (out / CARD_FILE).write_text(model_card(metrics), encoding="utf-8")
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.publish", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", type=Path, required=True, help="the run directory to publish")
+    parser.add_argument("--data", type=Path, required=True, help="data set with the val/ split")
+    parser.add_argument("--out", type=Path, default=None, help="model directory (default: the shipped model's)")
+    parser.add_argument("--force", action="store_true", help="publish even if not 1 point better on val")
+    args = parser.parse_args(argv)
+    out = args.out or get_settings().shipped_model_dir
+    metrics = publish(args.run.resolve(), args.data, out, force=args.force)
+    print(f"published {args.run} to {out}: val accuracy {_pct(metrics['val']['accuracy'])}, "
+          f"macro-F1 {metrics['val']['macro_f1']:.3f}, int8 {_pct(metrics['litert_int8']['val_accuracy'])}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
