@@ -14,6 +14,7 @@ The Streamlit page calls `analyze_video()` directly.
 from __future__ import annotations
 
 import argparse
+import io
 import logging
 import math
 import sys
@@ -65,16 +66,43 @@ def _reason(exc: BaseException) -> str:
     return " ".join(str(text).split())
 
 
-def probe_video(path: Path) -> VideoInfo:
+@dataclass(frozen=True)
+class InMemoryVideo:
+    """An uploaded video analysed straight from memory: it is never written to disk."""
+
+    name: str
+    data: bytes | memoryview
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def stem(self) -> str:
+        return Path(self.name).stem
+
+
+VideoSource = Path | InMemoryVideo
+
+
+def _open(source: VideoSource) -> av.container.InputContainer:
+    if isinstance(source, InMemoryVideo):
+        return av.open(io.BytesIO(source.data), mode="r")
+    return av.open(str(source))
+
+
+def probe_video(path: VideoSource) -> VideoInfo:
     """Open the container and check it has a video stream; VideoError otherwise."""
-    if not path.exists():
+    if isinstance(path, InMemoryVideo):
+        if len(path.data) == 0:
+            raise VideoError(f"{path}: the file is empty")
+    elif not path.exists():
         raise VideoError(f"{path}: no such file")
-    if path.is_dir():
+    elif path.is_dir():
         raise VideoError(f"{path}: is a folder, not a video file")
-    if path.stat().st_size == 0:
+    elif path.stat().st_size == 0:
         raise VideoError(f"{path}: the file is empty")
     try:
-        with av.open(str(path)) as container:
+        with _open(path) as container:
             if not container.streams.video:
                 raise VideoError(f"{path}: has no video stream")
             stream = container.streams.video[0]
@@ -93,7 +121,7 @@ def probe_video(path: Path) -> VideoInfo:
 class VideoReader:
     """Decodes a video at most `max_fps` frames per video second; remembers how decoding went."""
 
-    def __init__(self, path: Path, max_fps: float = DEFAULT_MAX_FPS) -> None:
+    def __init__(self, path: VideoSource, max_fps: float = DEFAULT_MAX_FPS) -> None:
         if max_fps <= 0:
             raise ValueError("max_fps must be > 0")
         self.path = path
@@ -107,7 +135,7 @@ class VideoReader:
     def frames(self) -> Iterator[tuple[float, np.ndarray]]:
         """(seconds from the first frame, BGR frame). VideoError if not a single frame decodes."""
         try:
-            with av.open(str(self.path)) as container:
+            with _open(self.path) as container:
                 stream = container.streams.video[0]
                 stream.thread_type = "AUTO"  # frame-threaded decoding
                 rate = float(stream.average_rate) if stream.average_rate else None
@@ -145,7 +173,7 @@ def iter_frames(path: Path, max_fps: float = DEFAULT_MAX_FPS) -> Iterator[tuple[
 
 
 def analyze_video(
-    path: str | Path,
+    path: str | Path | InMemoryVideo,
     store: Store | None = None,
     *,
     settings: Settings | None = None,
@@ -167,7 +195,7 @@ def analyze_video(
 
 
 def analyze_video_result(
-    path: str | Path,
+    path: str | Path | InMemoryVideo,
     store: Store | None = None,
     *,
     settings: Settings | None = None,
@@ -186,7 +214,7 @@ def analyze_video_result(
     accuracy matters more than speed. Bucket times are a whole-second epoch base plus
     video time, so bucket k holds video second k and `elapsed_s` in the store is video time.
     """
-    path = Path(path)
+    path = path if isinstance(path, InMemoryVideo) else Path(path)
     if max_fps <= 0:
         raise ValueError("max_fps must be > 0")
     info = probe_video(path)  # before anything is created: a bad file leaves no trace

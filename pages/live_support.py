@@ -5,9 +5,6 @@ No analysis here: it composes `fer_core`.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +13,6 @@ from typing import Any
 import pandas as pd
 
 from fer_core.settings import Settings
-
 
 
 def sensitivity_levels(settings: Settings) -> dict[str, int]:
@@ -92,18 +88,15 @@ class RecordingResult:
 
 
 def analyse_upload(upload: Any, name: str, class_label: str, settings: Settings, progress_bar: Any) -> RecordingResult:
-    """Analyse an uploaded video into a session; the temporary copy is always deleted."""
-    from fer_core.analyze import VideoError, analyze_video
-    from fer_core.store import Store, StoreError
+    """Analyse an uploaded video into a session, straight from memory (never written to disk)."""
+    from fer_core.analyze import InMemoryVideo, VideoError, analyze_video
+    from fer_core.model_io import ModelError
+    from fer_core.store import StoreError, get_store
 
-    suffix = Path(upload.name).suffix.lower()
-    fd, tmp_name = tempfile.mkstemp(suffix=suffix, prefix="classmood-upload-")
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(upload.getbuffer())
-        store = Store(settings.db_url)
+        store = get_store(settings.db_url)
         session_id = analyze_video(
-            Path(tmp_name),
+            InMemoryVideo(str(upload.name), upload.getbuffer()),
             store,
             settings=settings,
             session_name=name.strip() or Path(upload.name).stem,
@@ -114,8 +107,7 @@ def analyse_upload(upload: Any, name: str, class_label: str, settings: Settings,
         return RecordingResult(session_id, len(buckets), buckets)
     except VideoError as exc:
         return RecordingResult(None, 0, pd.DataFrame(), f"Cannot analyse {upload.name!s}: {exc}")
+    except ModelError as exc:
+        return RecordingResult(None, 0, pd.DataFrame(), f"The emotion model is not available: {exc}")
     except StoreError as exc:
         return RecordingResult(None, 0, pd.DataFrame(), f"The database is not available: {exc}")
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp_name)

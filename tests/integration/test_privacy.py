@@ -95,6 +95,8 @@ def test_analysing_a_recording_writes_no_frames(
     group_photos: Path, real_classifier, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     video = pan_video(group_photos / "2008_002506.jpg", tmp_path / "class.mp4", seconds=2)
+    video_bytes = video.read_bytes()
+    video.unlink()
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     db = out_dir / "classmood.db"
@@ -103,11 +105,13 @@ def test_analysing_a_recording_writes_no_frames(
     _AUDIT.written.clear()
     _AUDIT.armed = True
     try:
-        session_id = analyze.analyze_video(video, Store(settings.db_url), settings=settings, classifier=real_classifier)
+        # As the Live page does with an upload: straight from memory, never a temporary file.
+        upload = analyze.InMemoryVideo("class.mp4", video_bytes)
+        session_id = analyze.analyze_video(upload, Store(settings.db_url), settings=settings, classifier=real_classifier)
     finally:
         _AUDIT.armed = False
     assert _only_database_files(_AUDIT.written, db) == []
-    assert sorted(p.name for p in out_dir.iterdir() if not p.name.startswith("classmood.db")) == []
+    assert sorted(p.name for p in tmp_path.rglob("*") if not p.name.startswith("classmood.db") and p.is_file()) == []
     assert len(Store(settings.db_url).session_buckets(session_id)) >= 1
     assert np.isfinite(Store(settings.db_url).session_buckets(session_id)["faces"]).all()
 

@@ -52,3 +52,32 @@ def test_sensitivity_normal_is_the_measured_default() -> None:
     levels = sensitivity_levels(Settings(min_neighbors=3))
     assert levels == {"low": 5, "normal": 3, "high": 2}
     assert sensitivity_levels(Settings(min_neighbors=1))["high"] == 1
+
+
+class MemoryUpload:
+    def __init__(self, name: str, data: bytes) -> None:
+        self.name, self._data, self.size = name, data, len(data)
+
+    def getbuffer(self) -> memoryview:
+        return memoryview(self._data)
+
+
+class Bar:
+    def __init__(self) -> None:
+        self.values: list[float] = []
+
+    def progress(self, value: float, text: str = "") -> None:
+        self.values.append(value)
+
+
+def test_a_file_that_is_not_a_video_gets_a_clear_error_and_stores_nothing(tmp_path) -> None:
+    from fer_core.store import Store
+    from pages.live_support import analyse_upload
+
+    settings = Settings(data_dir=tmp_path, database_url=f"sqlite:///{tmp_path / 'db.sqlite'}")
+    for data, reason in [(b"", "the file is empty"), (b"%PDF-1.4 not a video" * 50, "not a readable video")]:
+        result = analyse_upload(MemoryUpload("lesson.mp4", data), "n", "c", settings, Bar())
+        assert result.session_id is None
+        assert result.error is not None and "Cannot analyse lesson.mp4" in result.error and reason in result.error
+    assert len(Store(settings.db_url).list_sessions()) == 0
+    assert all(p.name.startswith("db.sqlite") for p in tmp_path.iterdir())  # no temporary copy left behind
