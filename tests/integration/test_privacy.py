@@ -107,7 +107,8 @@ def test_analysing_a_recording_writes_no_frames(
     try:
         # As the Live page does with an upload: straight from memory, never a temporary file.
         upload = analyze.InMemoryVideo("class.mp4", video_bytes)
-        session_id = analyze.analyze_video(upload, Store(settings.db_url), settings=settings, classifier=real_classifier)
+        store = Store(settings.db_url)
+        session_id = analyze.analyze_video(upload, store, settings=settings, classifier=real_classifier)
     finally:
         _AUDIT.armed = False
     assert _only_database_files(_AUDIT.written, db) == []
