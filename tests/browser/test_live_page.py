@@ -73,7 +73,17 @@ def test_live_page_streams_faces_and_stores_the_session(app_server: dict, fake_w
 
             stop = page.frame_locator(COMPONENT).get_by_role("button", name="Stop", exact=True)
             stop.click()
-            page.wait_for_timeout(3000)
+            page.get_by_text("Session saved", exact=False).wait_for(timeout=20000)
+
+            # The analyst finds the session on the History page.
+            page.get_by_role("link", name="History").first.click()
+            page.get_by_text("Browser test <b>class</b>", exact=True).first.wait_for(timeout=30000)
+            page.locator('[data-testid="stVegaLiteChart"]').first.wait_for(state="visible", timeout=30000)
+            page.wait_for_timeout(1500)
+            page.screenshot(path=str(ARTIFACTS / "history_page.png"), full_page=True)
+            page.get_by_role("link", name="Training").first.click()
+            page.get_by_text("New run", exact=False).first.wait_for(timeout=30000)
+            page.screenshot(path=str(ARTIFACTS / "training_page.png"), full_page=True)
         finally:
             browser.close()
 
