@@ -15,6 +15,7 @@ import logging
 import threading
 from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -52,15 +53,20 @@ class EmotionClassifier(ABC):
 class KerasClassifier(EmotionClassifier):
     backend = "keras"
 
-    def __init__(self, path: Path) -> None:
-        from fer_core.model_io import load_keras_model
-
-        super().__init__(resolve_model_file(path, KERAS_FILE))
+    def __init__(self, path: str | Path, model: Any | None = None) -> None:
+        """Load the `.keras` model at `path`, or wrap an already loaded `model` (export checks)."""
         import tensorflow as tf
 
-        self._model = load_keras_model(self.source)
-        # A traced function is faster than predict() for small batches and is thread-safe.
-        self._forward = tf.function(lambda x: self._model(x, training=False), reduce_retracing=True)
+        from fer_core.model_io import load_keras_model
+
+        if model is None:
+            path = resolve_model_file(path, KERAS_FILE)
+            model = load_keras_model(path)
+        super().__init__(Path(path))
+        self.model = model
+        # One traced function with a fixed signature: no retracing per batch size, thread-safe.
+        spec = tf.TensorSpec([None, FACE_SIZE, FACE_SIZE, 1], tf.float32)
+        self._forward = tf.function(lambda x: model(x, training=False), input_signature=[spec])
 
     def _predict(self, faces: np.ndarray) -> np.ndarray:
         return np.asarray(self._forward(faces), dtype=np.float32)
@@ -69,7 +75,7 @@ class KerasClassifier(EmotionClassifier):
 class LiteRTClassifier(EmotionClassifier):
     backend = "litert"
 
-    def __init__(self, path: Path, num_threads: int = LITERT_THREADS) -> None:
+    def __init__(self, path: str | Path, num_threads: int = LITERT_THREADS) -> None:
         super().__init__(resolve_model_file(path, TFLITE_FILE))
         from ai_edge_litert.interpreter import Interpreter
 
@@ -79,7 +85,8 @@ class LiteRTClassifier(EmotionClassifier):
             raise ModelError(f"cannot load LiteRT model {self.source}: {exc}") from exc
         self._input = self._interpreter.get_input_details()[0]
         self._output = self._interpreter.get_output_details()[0]
-        check_model_io(tuple(self._input["shape"]), tuple(self._output["shape"]), self.source)
+        signature = tuple(int(v) for v in self._input.get("shape_signature", self._input["shape"]))
+        check_model_io((None, *signature[1:]), tuple(self._output["shape"]), self.source)
         self._batch = 0
         # One interpreter is not re-entrant: serialise calls from the video threads.
         self._lock = threading.Lock()
@@ -90,7 +97,7 @@ class LiteRTClassifier(EmotionClassifier):
                 self._interpreter.resize_tensor_input(self._input["index"], list(faces.shape))
                 self._interpreter.allocate_tensors()
                 self._batch = len(faces)
-            self._interpreter.set_tensor(self._input["index"], faces)
+            self._interpreter.set_tensor(self._input["index"], np.ascontiguousarray(faces))
             self._interpreter.invoke()
             return np.array(self._interpreter.get_tensor(self._output["index"]), dtype=np.float32)
 

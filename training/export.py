@@ -30,11 +30,12 @@ from typing import Any
 
 import numpy as np
 
+from fer_core.classify import KerasClassifier, LiteRTClassifier
 from fer_core.emotions import FACE_SIZE
 from fer_core.model_io import H5_FILE, KERAS_FILE, TFLITE_FILE, ModelError, load_keras_model, save_keras_float16
 from training import runs
 from training.data import SPLITS, DatasetError, load_split
-from training.inference import DEFAULT_BATCH_SIZE, KerasPredictor, LiteRTPredictor, predict, time_per_face
+from training.inference import DEFAULT_BATCH_SIZE, predict, time_per_face
 
 log = logging.getLogger(__name__)
 
@@ -114,9 +115,9 @@ def export_model(
             model.save(staging / H5_FILE)  # Keras warns that HDF5 is legacy; users of the seed need it
         report["tflite"] = convert_to_tflite_int8(model, staging / TFLITE_FILE)
 
-        keras_ref = KerasPredictor(model, Path(keras_model_path))
-        litert = LiteRTPredictor(staging / TFLITE_FILE)
-        half_model = KerasPredictor.load(staging / KERAS_FILE) if half else None
+        keras_ref = KerasClassifier(Path(keras_model_path), model=model)
+        litert = LiteRTClassifier(staging / TFLITE_FILE)
+        half_model = KerasClassifier(staging / KERAS_FILE) if half else None
 
         if data is not None:
             split_data = load_split(data, split, require_all_classes=False, skip_corrupt=skip_corrupt)
@@ -162,7 +163,7 @@ def export_model(
 
 
 def _half_check(
-    reference: KerasPredictor, half: KerasPredictor, data: str | Path | None, split: str, skip_corrupt: bool,
+    reference: KerasClassifier, half: KerasClassifier, data: str | Path | None, split: str, skip_corrupt: bool,
     batch_size: int,
 ) -> dict[str, Any]:
     """Float32 vs float16-stored predictions on real faces when we have them, else random ones."""
