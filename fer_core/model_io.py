@@ -33,16 +33,16 @@ _POLICY_CLASSES = ("DTypePolicy", "FloatDTypePolicy")
 FLOAT16_MAX = 65504.0
 
 
-def _as_float32_config(node: Any) -> Any:
-    """Rewrite every float16 dtype (policies and plain dtype strings) in a serialized model config to float32."""
+def _with_float_dtype(node: Any, target: str) -> Any:
+    """Rewrite every float dtype (policies and plain dtype strings) in a serialized model config to `target`."""
     if isinstance(node, dict):
         if node.get("class_name") in _POLICY_CLASSES and isinstance(node.get("config"), dict):
-            return {**node, "config": {**node["config"], "name": "float32"}}
-        return {key: _as_float32_config(value) for key, value in node.items()}
+            return {**node, "config": {**node["config"], "name": target}}
+        return {key: _with_float_dtype(value, target) for key, value in node.items()}
     if isinstance(node, list):
-        return [_as_float32_config(value) for value in node]
-    if node in ("float16", "mixed_float16"):
-        return "float32"
+        return [_with_float_dtype(value, target) for value in node]
+    if node in ("float16", "float32", "mixed_float16"):
+        return target
     return node
 
 
@@ -69,7 +69,7 @@ def load_keras_model(path: str | Path):
     if any(str(w.dtype) == "float16" for w in model.weights):
         # Rebuild in float32 (computing in float16 on CPU is slower and less accurate) and upcast.
         weights = [w.astype(np.float32) if w.dtype == np.float16 else w for w in model.get_weights()]
-        model = keras.Model.from_config(_as_float32_config(model.get_config()))
+        model = keras.Model.from_config(_with_float_dtype(model.get_config(), "float32"))
         model.set_weights(weights)
     return model
 
@@ -86,18 +86,6 @@ def save_keras_float16(model, path: str | Path) -> None:
     for w, var in zip(weights, model.weights, strict=True):
         if np.issubdtype(w.dtype, np.floating) and w.size and float(np.abs(w).max()) > FLOAT16_MAX:
             raise ModelError(f"weight {var.path} reaches {float(np.abs(w).max()):.3g}, beyond float16's range")
-    half = keras.Model.from_config(_to_float16_config(model.get_config()))
+    half = keras.Model.from_config(_with_float_dtype(model.get_config(), "float16"))
     half.set_weights([w.astype(np.float16) if np.issubdtype(w.dtype, np.floating) else w for w in weights])
     half.save(path)
-
-
-def _to_float16_config(node: Any) -> Any:
-    if isinstance(node, dict):
-        if node.get("class_name") in _POLICY_CLASSES and isinstance(node.get("config"), dict):
-            return {**node, "config": {**node["config"], "name": "float16"}}
-        return {key: _to_float16_config(value) for key, value in node.items()}
-    if isinstance(node, list):
-        return [_to_float16_config(value) for value in node]
-    if node == "float32":
-        return "float16"
-    return node
