@@ -59,7 +59,9 @@ log = logging.getLogger(__name__)
 
 Source = Literal["live", "recording"]
 SOURCES: tuple[str, ...] = ("live", "recording")
-STATUSES: tuple[str, ...] = ("running", "completed", "partial", "failed")
+STATUSES: tuple[str, ...] = ("running", "completed", "partial", "failed", "interrupted")
+# A live session with no new second stored for this long lost its process (crash, kill, power).
+STALE_LIVE_SESSION_S = 300.0
 NAME_MAX = 200
 
 
@@ -347,6 +349,32 @@ class Store:
             for table in _CHILD_TABLES:
                 conn.execute(delete(table).where(table.c.session_id == session_id))
             return conn.execute(delete(sessions_table).where(sessions_table.c.id == session_id)).rowcount > 0
+
+    def close_stale_sessions(self, idle_s: float = STALE_LIVE_SESSION_S) -> int:
+        """Mark live sessions still 'running' with nothing stored for `idle_s` as 'interrupted'.
+
+        Their process died without closing them; `ended_at` becomes the end of their last stored
+        second. Recordings are left alone: their bucket times are video time, not wall time.
+        """
+        c, b = sessions_table.c, buckets_table.c
+        last_t = select(func.max(b.t)).where(b.session_id == c.id).scalar_subquery()
+        now = time.time()
+        with self._guard("close stale sessions"), self.engine.begin() as conn:
+            rows = conn.execute(
+                select(c.id, c.started_at, last_t.label("last_t")).where(c.status == "running", c.source == "live")
+            ).all()
+            stale = []
+            for session_id, started_at, last in rows:
+                last_seen = float(last) + 1.0 if last is not None else started_at.timestamp()
+                if now - last_seen > idle_s:
+                    stale.append((session_id, last_seen))
+            for session_id, last_seen in stale:
+                conn.execute(
+                    update(sessions_table)
+                    .where(c.id == session_id, c.status == "running")
+                    .values(status="interrupted", ended_at=_utc(last_seen))
+                )
+        return len(stale)
 
     def purge_older_than(self, days: float) -> int:
         """Delete sessions that ended (or, if still open, started) more than `days` ago; return how many."""

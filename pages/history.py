@@ -46,6 +46,7 @@ def purge_if_due(store: Store, url: str) -> None:
         return
     clock[url] = time.time()  # set first: a failing (read-only) database is not retried on every rerun
     try:
+        store.close_stale_sessions()  # live sessions whose process died show as interrupted
         removed = store.purge_older_than(settings.retention_days)
     except StoreError as exc:  # e.g. a read-only database: the page stays usable for reading
         st.warning(f"Sessions older than {settings.retention_days} days could not be deleted: {md(exc)}",

@@ -75,3 +75,12 @@ def test_sigkill_mid_session_keeps_the_database_intact(group_photos: Path, tmp_p
     # Second `last_second` was still open; everything up to ~2 s before it must be stored.
     assert buckets["t"].max() >= last_second - 3
     assert buckets["faces"].min() >= 1
+
+    # The dead process never closed its session: it shows as interrupted, ending at its last stored second.
+    session_id = int(sessions.iloc[0]["id"])
+    assert store.get_session(session_id)["status"] == "running"
+    assert store.close_stale_sessions(idle_s=0) == 1
+    row = store.get_session(session_id)
+    assert row["status"] == "interrupted"
+    assert row["ended_at"].timestamp() == buckets["t"].max() + 1
+    assert store.close_stale_sessions(idle_s=0) == 0  # idempotent

@@ -315,3 +315,17 @@ def test_batches_for_a_deleted_session_are_dropped() -> None:
     writer.submit(3, Drained(buckets=(bucket(0),)))
     writer.close()
     assert writer.dropped == 1 and "does not exist" in (writer.last_error or "")
+
+
+def test_only_idle_live_sessions_are_marked_interrupted(tmp_path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'stale.db'}")
+    live_idle = store.create_session("idle", "", "live")
+    live_busy = store.create_session("busy", "", "live")
+    recording = store.create_session("rec", "", "recording")
+    now = int(time.time())
+    for session_id, t in ((live_idle, now - 1000), (live_busy, now - 2), (recording, now - 1000)):
+        store.add_batch(session_id, [bucket(t)], [], [])
+    assert store.close_stale_sessions(idle_s=300) == 1
+    assert store.get_session(live_idle)["status"] == "interrupted"
+    assert store.get_session(live_busy)["status"] == "running"
+    assert store.get_session(recording)["status"] == "running"
