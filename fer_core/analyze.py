@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -172,26 +173,9 @@ def iter_frames(path: Path, max_fps: float = DEFAULT_MAX_FPS) -> Iterator[tuple[
     yield from VideoReader(path, max_fps).frames()
 
 
-def analyze_video(
-    path: str | Path | InMemoryVideo,
-    store: Store | None = None,
-    *,
-    settings: Settings | None = None,
-    session_name: str | None = None,
-    class_label: str = "",
-    classifier: EmotionClassifier | None = None,
-    backend: str | None = None,
-    model_path: Path | None = None,
-    max_fps: float = DEFAULT_MAX_FPS,
-    detect_every: int = 1,
-    progress_callback: ProgressCallback | None = None,
-) -> int:
-    """Analyse a video into a new 'recording' session and return its id (see `analyze_video_result`)."""
-    return analyze_video_result(
-        path, store, settings=settings, session_name=session_name, class_label=class_label, classifier=classifier,
-        backend=backend, model_path=model_path, max_fps=max_fps, detect_every=detect_every,
-        progress_callback=progress_callback,
-    ).session_id
+def analyze_video(path: str | Path | InMemoryVideo, store: Store | None = None, **options: Any) -> int:
+    """Analyse a video into a new 'recording' session and return its id (options: `analyze_video_result`)."""
+    return analyze_video_result(path, store, **options).session_id
 
 
 def analyze_video_result(
