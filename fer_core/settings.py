@@ -90,9 +90,11 @@ class Settings(BaseSettings):
         secrets_toml = TomlConfigSettingsSource(settings_cls, toml_file=PROJECT_ROOT / ".streamlit" / "secrets.toml")
         return (init_settings, env_settings, secrets_toml, file_secret_settings)
 
-    @field_validator("app_password", "analyst_password", "trainer_password", mode="before")
+    @field_validator(
+        "app_password", "analyst_password", "trainer_password", "model_path", "database_url", mode="before"
+    )
     @classmethod
-    def _empty_password_is_none(cls, value: Any) -> Any:
+    def _empty_is_unset(cls, value: Any) -> Any:
         return None if value in ("", None) else value
 
     # --- derived paths ---------------------------------------------------------------

@@ -67,3 +67,11 @@ def test_training_page_locks_on_a_network_address_without_password() -> None:
     assert access.training_locked_reason(open_settings, "") is not None
     protected = Settings(trainer_password=SecretStr("s3cret"))
     assert access.training_locked_reason(protected, "0.0.0.0") is None
+
+
+def test_empty_variables_mean_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLASSMOOD_MODEL_PATH", "")
+    monkeypatch.setenv("DATABASE_URL", "")
+    settings = Settings()
+    assert settings.model_path is None
+    assert settings.db_url.startswith("sqlite:///")
