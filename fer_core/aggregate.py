@@ -26,7 +26,7 @@ import threading
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 import pandas as pd
@@ -34,8 +34,12 @@ import pandas as pd
 from fer_core.emotions import EMOTIONS, NEGATIVE_EMOTIONS, NUM_EMOTIONS
 
 ATTENTION_KIND = "needs_attention"
-PROB_COLUMNS: tuple[str, ...] = tuple(f"p_{e}" for e in EMOTIONS)
-SHARE_COLUMNS: tuple[str, ...] = tuple(f"share_{e}" for e in EMOTIONS)
+PROB_PREFIX = "p_"
+SHARE_PREFIX = "share_"
+PROB_COLUMNS: tuple[str, ...] = tuple(f"{PROB_PREFIX}{e}" for e in EMOTIONS)
+SHARE_COLUMNS: tuple[str, ...] = tuple(f"{SHARE_PREFIX}{e}" for e in EMOTIONS)
+# Which per-second figure a summary or chart reads: `share_*` or the mean probability `p_*`.
+Measure = Literal["share", "mean"]
 _NEGATIVE_MASK = np.array([e in NEGATIVE_EMOTIONS for e in EMOTIONS])
 _NEGATIVE_INDICES = tuple(i for i, e in enumerate(EMOTIONS) if e in NEGATIVE_EMOTIONS)
 _NAN_PROBS = (float("nan"),) * NUM_EMOTIONS
@@ -132,6 +136,54 @@ def buckets_frame(buckets: Sequence[Bucket]) -> pd.DataFrame:
     data["negative_share"] = shares[:, _NEGATIVE_MASK].sum(axis=1)
     data["needs_attention"] = np.array([b.needs_attention for b in buckets], dtype=bool)
     return pd.DataFrame(data, columns=columns)
+
+
+def measure_prefix(measure: Measure) -> str:
+    return SHARE_PREFIX if measure == "share" else PROB_PREFIX
+
+
+def _zero_distribution() -> pd.Series:
+    return pd.Series(0.0, index=list(EMOTIONS), name="value")
+
+
+def _faces(buckets: pd.DataFrame) -> pd.Series:
+    return pd.to_numeric(buckets.get("faces", pd.Series(1.0, index=buckets.index)), errors="coerce").fillna(0.0)
+
+
+def overall_distribution(buckets: pd.DataFrame, measure: Measure = "share") -> pd.Series:
+    """Faces-weighted mean of the per-second figures of a bucket frame: busier seconds count more.
+
+    Seconds without faces carry no information and weigh zero. Returns a Series indexed by
+    emotion in canonical order (all zeros when no face was ever seen).
+    """
+    prefix = measure_prefix(measure)
+    values = _zero_distribution()
+    if buckets.empty:
+        return values
+    weights = _faces(buckets)
+    if float(weights.sum()) <= 0:
+        return values
+    for emotion in EMOTIONS:
+        column = f"{prefix}{emotion}"
+        if column in buckets.columns:
+            col = pd.to_numeric(buckets[column], errors="coerce").fillna(0.0)
+            values[emotion] = float(np.average(col, weights=weights))
+    return values
+
+
+def current_distribution(buckets: pd.DataFrame, measure: Measure = "share") -> pd.Series:
+    """The figures of the most recent second with at least one face (zeros when there is none)."""
+    prefix = measure_prefix(measure)
+    values = _zero_distribution()
+    if buckets.empty:
+        return values
+    seen = buckets[_faces(buckets) > 0]
+    if seen.empty:
+        return values
+    last = seen.sort_values("t", kind="stable").iloc[-1]  # t is epoch seconds or datetimes: both sort
+    for emotion in EMOTIONS:
+        values[emotion] = float(last.get(f"{prefix}{emotion}", 0.0) or 0.0)
+    return values
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,14 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
+from fer_core.aggregate import (
+    SHARE_PREFIX,
+    Measure,
+    current_distribution,
+    measure_prefix,
+    overall_distribution,
+)
 from fer_core.emotions import EMOTION_COLORS, EMOTIONS, NEGATIVE_EMOTIONS
-
-SHARE_PREFIX = "share_"  # fer_core.aggregate.SHARE_COLUMNS
-MEAN_PREFIX = "p_"  # fer_core.aggregate.PROB_COLUMNS
-Measure = Literal["share", "mean"]
 
 TIME_FORMAT = "%H:%M:%S"
 MAX_POINTS = 1_200  # time points per chart; longer sessions are binned (a 2-hour class would be 7,200)
@@ -35,14 +38,6 @@ EMOTION_SCALE = alt.Scale(domain=list(EMOTIONS), range=[EMOTION_COLORS[e] for e 
 
 def share_column(emotion: str) -> str:
     return f"{SHARE_PREFIX}{emotion}"
-
-
-def mean_column(emotion: str) -> str:
-    return f"{MEAN_PREFIX}{emotion}"
-
-
-def _prefix(measure: Measure) -> str:
-    return SHARE_PREFIX if measure == "share" else MEAN_PREFIX
 
 
 def _measure_title(measure: Measure) -> str:
@@ -98,7 +93,7 @@ def _time_axis(title: str = "Time") -> alt.X:
 
 def emotion_long(buckets: pd.DataFrame, measure: Measure = "share") -> pd.DataFrame:
     """Wide bucket columns -> long rows (t, emotion, value), emotions in canonical order."""
-    prefix = _prefix(measure)
+    prefix = measure_prefix(measure)
     columns = [f"{prefix}{e}" for e in EMOTIONS if f"{prefix}{e}" in buckets.columns]
     if buckets.empty or not columns:
         return pd.DataFrame({"t": pd.Series(dtype="datetime64[ns, UTC]"), "emotion": [], "value": []})
@@ -139,42 +134,6 @@ def timeline_chart(
         .properties(height=height, width="container")
     )
     return chart.properties(title=title) if title else chart
-
-
-def overall_distribution(buckets: pd.DataFrame, measure: Measure = "share") -> pd.Series:
-    """Faces-weighted mean of the per-second figures: seconds with more faces count more.
-
-    Seconds without faces carry no information and weigh zero. Returns a Series indexed by
-    emotion in canonical order (all zeros when no face was ever seen).
-    """
-    prefix = _prefix(measure)
-    values = pd.Series(0.0, index=list(EMOTIONS), name="value")
-    if buckets.empty:
-        return values
-    weights = pd.to_numeric(buckets.get("faces", pd.Series(1.0, index=buckets.index)), errors="coerce").fillna(0.0)
-    if float(weights.sum()) <= 0:
-        return values
-    for emotion in EMOTIONS:
-        column = f"{prefix}{emotion}"
-        if column in buckets.columns:
-            col = pd.to_numeric(buckets[column], errors="coerce").fillna(0.0)
-            values[emotion] = float(np.average(col, weights=weights))
-    return values
-
-
-def current_distribution(buckets: pd.DataFrame, measure: Measure = "share") -> pd.Series:
-    """The most recent bucket with at least one face (zeros when there is none)."""
-    prefix = _prefix(measure)
-    values = pd.Series(0.0, index=list(EMOTIONS), name="value")
-    if buckets.empty:
-        return values
-    seen = buckets[pd.to_numeric(buckets.get("faces", 1), errors="coerce").fillna(0) > 0]
-    if seen.empty:
-        return values
-    last = _with_time(seen).sort_values("t").iloc[-1]
-    for emotion in EMOTIONS:
-        values[emotion] = float(last.get(f"{prefix}{emotion}", 0.0) or 0.0)
-    return values
 
 
 def distribution_chart(

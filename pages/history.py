@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from fer_core.aggregate import overall_distribution
 from fer_core.store import Store, StoreError, get_store
 from pages import charts
 from pages.formatting import as_timestamp, format_duration, format_time, to_local, viewer_timezone
@@ -99,7 +100,7 @@ def sessions_view(sessions: pd.DataFrame) -> pd.DataFrame:
 
 def dominant_with_confidence(session: pd.Series, buckets: pd.DataFrame) -> str:
     """The session's dominant mood next to its share of faces over the session."""
-    overall = charts.overall_distribution(buckets)
+    overall = overall_distribution(buckets)
     if overall.sum() <= 0:
         return "–"
     emotion = session.get("dominant_emotion") or overall.idxmax()  # open sessions have none stored yet

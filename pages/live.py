@@ -8,6 +8,7 @@ import av
 import streamlit as st
 from streamlit_webrtc import WebRtcMode, webrtc_streamer
 
+from fer_core.aggregate import current_distribution
 from fer_core.live import LiveController
 from fer_core.model_io import ModelError
 from fer_core.store import StoreError
@@ -112,7 +113,7 @@ with webcam_tab:
         a, b, c, d = st.columns(4)
         a.metric("Faces in view", snap.aggregate.faces_now)
         b.metric("Analysed frames/s", f"{snap.analysed_fps:.1f}")
-        current = charts.current_distribution(buckets) if len(buckets) else None
+        current = current_distribution(buckets) if len(buckets) else None
         dominant = current.idxmax() if current is not None and current.sum() > 0 else None
         c.metric("Dominant mood", dominant or "—")
         d.metric("Needs attention", "yes" if snap.aggregate.attention else "no")

@@ -6,16 +6,38 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
+from fer_core.aggregate import Bucket, buckets_frame
 from fer_core.classify import EmotionClassifier
 from fer_core.detect import DetectorParams, FaceBox
-from fer_core.emotions import EMOTION_INDEX, NUM_EMOTIONS
+from fer_core.emotions import EMOTION_INDEX, EMOTIONS, NUM_EMOTIONS
 
 
 def onehot(label: str, p: float = 0.9) -> np.ndarray:
     probs = np.full(NUM_EMOTIONS, (1.0 - p) / (NUM_EMOTIONS - 1), dtype=np.float32)
     probs[EMOTION_INDEX[label]] = p
     return probs
+
+
+BUCKETS_T0 = 1_800_000_000
+
+
+def make_buckets(
+    labels: Sequence[str | None], faces: Sequence[int] | None = None, flagged: set[int] | None = None
+) -> pd.DataFrame:
+    """A bucket frame as the aggregator makes it: one label per second (None = no face in that second)."""
+    out = []
+    for k, label in enumerate(labels):
+        n = 0 if label is None else (faces[k] if faces else 2)
+        shares = np.zeros(NUM_EMOTIONS)
+        probs = np.full(NUM_EMOTIONS, np.nan)
+        if label is not None:
+            shares[EMOTIONS.index(label)] = 1.0
+            probs = np.full(NUM_EMOTIONS, 0.1)
+            probs[EMOTIONS.index(label)] = 0.4
+        out.append(Bucket(BUCKETS_T0 + k, n, 3, 3 * n, tuple(probs), tuple(shares), k in (flagged or set())))
+    return buckets_frame(out)
 
 
 class FakeClassifier(EmotionClassifier):

@@ -6,10 +6,19 @@ import threading
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from fer_core.aggregate import PROB_COLUMNS, SHARE_COLUMNS, AttentionEvent, SessionAggregator
+from fer_core.aggregate import (
+    PROB_COLUMNS,
+    SHARE_COLUMNS,
+    AttentionEvent,
+    SessionAggregator,
+    current_distribution,
+    overall_distribution,
+)
 from fer_core.emotions import EMOTION_INDEX, EMOTIONS, NUM_EMOTIONS
+from tests.doubles import make_buckets
 
 
 @dataclass(frozen=True)
@@ -223,3 +232,28 @@ def test_summary_reports_dominant_emotion_and_peak_faces() -> None:
         4, 3, "happy", 2
     )
     assert SessionAggregator().summary().dominant_emotion is None
+
+
+def test_overall_distribution_weights_seconds_by_faces_and_ignores_empty_ones() -> None:
+    frame = make_buckets(["happy", "sad", None], faces=[3, 1, 0])
+    overall = overall_distribution(frame)
+    assert list(overall.index) == list(EMOTIONS)
+    assert overall["happy"] == pytest.approx(0.75)
+    assert overall["sad"] == pytest.approx(0.25)
+    assert overall_distribution(frame, "mean")["happy"] == pytest.approx((3 * 0.4 + 1 * 0.1) / 4)
+
+
+def test_current_distribution_is_the_newest_second_with_a_face_whatever_the_row_order() -> None:
+    frame = make_buckets(["happy", "sad", None], faces=[3, 1, 0])
+    assert current_distribution(frame)["sad"] == 1.0
+    # History's frames carry datetimes and may come in any order.
+    shuffled = frame.iloc[[1, 2, 0]].assign(t=pd.to_datetime(frame["t"].iloc[[1, 2, 0]], unit="s", utc=True))
+    assert current_distribution(shuffled)["sad"] == 1.0
+    assert current_distribution(shuffled, "mean")["sad"] == pytest.approx(0.4)
+
+
+def test_distributions_of_nothing_are_zero() -> None:
+    assert overall_distribution(make_buckets([])).sum() == 0
+    assert current_distribution(make_buckets([])).sum() == 0
+    assert overall_distribution(make_buckets([None, None])).sum() == 0
+    assert current_distribution(make_buckets([None, None])).sum() == 0

@@ -8,26 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fer_core.aggregate import AttentionEvent, Bucket, buckets_frame
+from fer_core.aggregate import AttentionEvent
 from fer_core.emotions import EMOTION_COLORS, EMOTIONS
 from pages import charts
-
-T0 = 1_800_000_000
-
-
-def make_buckets(labels: list[str | None], faces: list[int] | None = None, flagged: set[int] | None = None):
-    """Buckets as the aggregator makes them: one label per second (None = no face)."""
-    out = []
-    for k, label in enumerate(labels):
-        n = 0 if label is None else (faces[k] if faces else 2)
-        shares = np.zeros(len(EMOTIONS))
-        probs = np.full(len(EMOTIONS), np.nan)
-        if label is not None:
-            shares[EMOTIONS.index(label)] = 1.0
-            probs = np.full(len(EMOTIONS), 0.1)
-            probs[EMOTIONS.index(label)] = 0.4
-        out.append(Bucket(T0 + k, n, 3, 3 * n, tuple(probs), tuple(shares), k in (flagged or set())))
-    return buckets_frame(out)
+from tests.doubles import BUCKETS_T0 as T0
+from tests.doubles import make_buckets
 
 
 def spec(chart) -> dict:
@@ -52,19 +37,8 @@ def test_timeline_also_plots_mean_probabilities() -> None:
     assert long.set_index("emotion").loc["happy", "value"] == pytest.approx(0.4)
 
 
-def test_overall_distribution_weights_seconds_by_faces_and_ignores_empty_ones() -> None:
-    frame = make_buckets(["happy", "sad", None], faces=[3, 1, 0])
-    overall = charts.overall_distribution(frame)
-    assert list(overall.index) == list(EMOTIONS)
-    assert overall["happy"] == pytest.approx(0.75)
-    assert overall["sad"] == pytest.approx(0.25)
-    assert charts.current_distribution(frame)["sad"] == 1.0  # the newest second with a face
-
-
-def test_distributions_of_nothing_are_zero_and_charts_show_a_placeholder() -> None:
+def test_charts_of_nothing_show_a_placeholder() -> None:
     empty = make_buckets([])
-    assert charts.overall_distribution(empty).sum() == 0
-    assert charts.current_distribution(make_buckets([None, None])).sum() == 0
     for chart in (charts.timeline_chart(empty), charts.faces_chart(empty), charts.attention_chart(empty),
                   charts.training_curves_chart([])):
         assert spec(chart)["mark"]["type"] == "text"
