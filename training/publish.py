@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import shutil
 import sys
 import tempfile
@@ -30,6 +29,46 @@ MIN_GAIN = 0.01
 METRICS_FILE = "metrics.json"
 CARD_FILE = "README.md"
 SPLIT = "val"
+# The run options a model card repeats for each training stage.
+STAGE_OPTIONS = ("lr", "batch_size", "image_size", "augment", "label_smoothing", "dropout", "class_weights")
+
+
+def init_record(model: Path) -> dict[str, Any]:
+    """What a fine-tuning run starts from: the model, and the training stages behind it if it was published.
+
+    A published model folder (or a file in one) has a metrics.json whose stages are carried over,
+    so the next model card tells the whole training, not only its last run.
+    """
+    model = Path(model).resolve()
+    metrics = runs.read_json((model if model.is_dir() else model.parent) / METRICS_FILE)
+    record: dict[str, Any] = {"model": str(model)}
+    if metrics and isinstance(metrics.get("training"), dict):
+        record.update(
+            weights_init=metrics.get("weights_init"),
+            val_accuracy=(metrics.get("val") or {}).get("accuracy"),
+            stages=training_stages(metrics["training"]),
+        )
+    return record
+
+
+def training_stages(training: dict[str, Any]) -> list[dict[str, Any]]:
+    """The stages of a published model's training (models published before stages were recorded had one)."""
+    if training.get("stages"):
+        return list(training["stages"])
+    return [_stage(training.get("run"), training.get("config") or {}, training.get("epochs_trained"),
+                   training.get("best_epoch"), training.get("training_time_s"))]
+
+
+def _stage(run: str | None, config: dict[str, Any], epochs: int | None, best_epoch: int | None,
+           seconds: float | None) -> dict[str, Any]:
+    return {
+        "run": run,
+        "init_from": config.get("init_from"),
+        "epochs_trained": epochs,
+        "best_epoch": best_epoch,
+        "training_time_s": seconds,
+        "options": {key: config.get(key) for key in STAGE_OPTIONS},
+    }
 
 
 def _history(run_dir: Path) -> list[dict[str, str]]:
@@ -58,19 +97,34 @@ def build_metrics(run_dir: Path, keras_report: dict, litert_report: dict, export
     config = runs.read_json(run_dir / runs.CONFIG_FILE) or {}
     status = runs.read_json(run_dir / runs.STATUS_FILE) or {}
     history = _history(run_dir)
-    best_epoch = max(history, key=lambda r: float(r.get("val_accuracy") or 0), default={}).get("epoch")
+    best = max(history, key=lambda r: float(r.get("val_accuracy") or 0), default={}).get("epoch")
+    best_epoch = None if best is None else int(best) + 1
+    seconds = _training_time_s(run_dir)
+    # An --init-from run continues the training of the model it started from (see init_record).
+    start = runs.read_json(run_dir / runs.INIT_FROM_FILE) if config.get("init_from") else None
+    earlier = (start or {}).get("stages") or []
+    stages = [*earlier, _stage(run_dir.name, config, len(history), best_epoch, seconds)]
+    if start is not None and start.get("weights_init"):
+        weights_init = start["weights_init"]
+    elif config.get("init_from"):
+        weights_init = "fine-tuned from an unpublished model"
+    else:
+        weights_init = "from scratch" if status.get("weights_used", "none") == "none" else "ImageNet"
     return {
         "model": "InceptionV3 (Keras, include_top=False) + GAP + dropout + Dense(7, softmax)",
         "classes": list(EMOTIONS),
         "input": "48x48 grayscale face, 0..255; resized inside the model",
         "image_size": config.get("image_size"),
-        "weights_init": "from scratch" if status.get("weights_used", "none") == "none" else "ImageNet",
+        "weights_init": weights_init,
         "training": {
             "run": run_dir.name,
             "config": config,
             "epochs_trained": len(history),
-            "best_epoch": None if best_epoch is None else int(best_epoch) + 1,
-            "training_time_s": _training_time_s(run_dir),
+            "best_epoch": best_epoch,
+            "training_time_s": seconds,
+            "stages": stages,
+            "total_epochs": sum(stage.get("epochs_trained") or 0 for stage in stages),
+            "total_training_time_s": round(sum(stage.get("training_time_s") or 0 for stage in stages), 1),
         },
         "data": {"train": "FER2013 train/ (27,965 images)", "validation": "FER2013 val/ = PublicTest (3,589)"},
         "val": {
@@ -107,13 +161,32 @@ def _latency_line(table: dict | None) -> str:
     return ", ".join(f"batch {batch}: {row['ms_per_face']:.2f} ms" for batch, row in table.items())
 
 
+def _stage_line(number: int, stage: dict[str, Any]) -> str:
+    options = stage.get("options") or {}
+    start = "from scratch" if number == 1 and not stage.get("init_from") else "from the stage above"
+    if number == 1 and stage.get("init_from"):
+        start = f"from `{Path(stage['init_from']).name}` (its training is not recorded)"
+    hours = (stage.get("training_time_s") or 0) / 3600
+    return (
+        f"{number}. run `{stage.get('run')}`, {start}: {stage.get('epochs_trained')} epochs "
+        f"(best: epoch {stage.get('best_epoch')}), {hours:.1f} h; learning rate {options.get('lr')}, "
+        f"batch {options.get('batch_size')}, augmentation `{options.get('augment')}`, "
+        f"label smoothing {options.get('label_smoothing')}, dropout {options.get('dropout')}"
+        + (", class weights" if options.get("class_weights") else "")
+    )
+
+
 def model_card(metrics: dict[str, Any]) -> str:
     val, lite, train = metrics["val"], metrics["litert_int8"], metrics["training"]
     rows = "\n".join(
         f"| {name} | {_pct(val['per_class_recall'].get(name, 0))} | {_pct(val['per_class_f1'].get(name, 0))} |"
         for name in EMOTIONS
     )
-    hours = (train["training_time_s"] or 0) / 3600
+    stages = train.get("stages") or training_stages(train)
+    total_epochs = train.get("total_epochs", train["epochs_trained"])
+    hours = (train.get("total_training_time_s", train["training_time_s"]) or 0) / 3600
+    stage_lines = "\n".join(_stage_line(i, stage) for i, stage in enumerate(stages, start=1))
+    plural = "s" * (len(stages) != 1)
     scratch_note = " (no ImageNet weights could be had on the training machine)" * (
         metrics["weights_init"] == "from scratch"
     )
@@ -129,10 +202,11 @@ The model ClassMood ships and uses by default (Live page, `fer_core.analyze`, `f
 ## Training
 - Weights: {metrics['weights_init']}{scratch_note};
   input {metrics['image_size']}x{metrics['image_size']} (48x48 faces upscaled inside the model).
-- {train['epochs_trained']} epochs (best: epoch {train['best_epoch']}), {hours:.1f} h on 2 CPU cores.
-- Run options: `{json.dumps(train['config'].get('lr'))}` learning rate, batch {train['config'].get('batch_size')},
-  augmentation `{train['config'].get('augment')}`, label smoothing {train['config'].get('label_smoothing')},
-  dropout {train['config'].get('dropout')}.
+- {total_epochs} epochs in {len(stages)} stage{plural}, {hours:.1f} h on 2 CPU cores; Adam, ReduceLROnPlateau,
+  the best epoch on val kept. Each stage after the first continued from the previous stage's best model
+  with a fresh optimizer (`python -m training.train --init-from ...`):
+
+{stage_lines}
 
 ## Validation results ({val['n_images']} images)
 

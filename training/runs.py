@@ -59,6 +59,7 @@ BEST_MODEL_FILE = "best.keras"
 EXPORT_DIR = "export"
 EVALUATION_FILE = "evaluation.json"
 CONFUSION_FILE = "confusion_matrix.png"
+INIT_FROM_FILE = "init_from.json"  # what an --init-from run started from (see training.publish.init_record)
 
 
 def validate_run_name(name: str) -> str:

@@ -161,6 +161,11 @@ def prepare_run(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
         )
     run_dir.mkdir(parents=True, exist_ok=True)
     runs.write_json_atomic(run_dir / runs.CONFIG_FILE, config)
+    if config["init_from"]:
+        from training.publish import init_record
+
+        # Read now: the model it starts from may be replaced (published over) before this run is published.
+        runs.write_json_atomic(run_dir / runs.INIT_FROM_FILE, init_record(Path(config["init_from"])))
     return run_dir, config
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from fer_core.emotions import EMOTIONS
 from training import runs
-from training.publish import build_metrics, model_card, publish_refusal
+from training.publish import build_metrics, init_record, model_card, publish_refusal, training_stages
 
 
 def _report(accuracy: float) -> dict:
@@ -59,3 +59,55 @@ def test_only_a_clearly_better_model_replaces_the_published_one() -> None:
     refusal = publish_refusal(0.605, published, force=False)
     assert refusal is not None and "not at least 1 point better" in refusal
     assert publish_refusal(0.55, published, force=True) is None
+
+
+def _published_metrics(run: str, epochs: int, seconds: float) -> dict:
+    """metrics.json as publish wrote it before training stages were recorded."""
+    return {
+        "weights_init": "from scratch",
+        "val": {"accuracy": 0.517},
+        "training": {"run": run, "config": {"lr": 3e-4, "batch_size": 64, "augment": "standard", "init_from": None},
+                     "epochs_trained": epochs, "best_epoch": epochs - 1, "training_time_s": seconds},
+    }
+
+
+def test_a_fine_tuned_model_card_tells_every_training_stage(tmp_path: Path) -> None:
+    shipped = tmp_path / "models" / "fer"
+    shipped.mkdir(parents=True)
+    runs.write_json_atomic(shipped / "metrics.json", _published_metrics("scratch-b", 20, 5299.2))
+    record = init_record(shipped)
+    assert record["weights_init"] == "from scratch" and record["val_accuracy"] == 0.517
+    assert [s["run"] for s in record["stages"]] == ["scratch-b"]
+    assert init_record(shipped / "model.keras")["stages"] == record["stages"]  # a file in the folder: the same
+
+    run = _run(tmp_path)  # 3 epochs, 130 s, status says no base weights were loaded
+    config = runs.read_json(run / runs.CONFIG_FILE) | {"init_from": str(shipped), "lr": 1.5e-4}
+    runs.write_json_atomic(run / runs.CONFIG_FILE, config)
+    runs.write_json_atomic(run / runs.INIT_FROM_FILE, record)
+    metrics = build_metrics(run, _report(0.6), _report(0.6), {})
+    training = metrics["training"]
+    assert [s["run"] for s in training["stages"]] == ["scratch-b", "run-a"]
+    assert training["stages"][1]["options"]["lr"] == 1.5e-4
+    assert training["stages"][1]["init_from"] == str(shipped)
+    assert training["total_epochs"] == 23 and training["total_training_time_s"] == 5429.2
+    assert training["epochs_trained"] == 3  # this run's own figures stay as they were
+    assert metrics["weights_init"] == "from scratch"  # where the first stage began, not "none loaded"
+    card = model_card(metrics)
+    assert "23 epochs in 2 stages, 1.5 h" in card
+    assert "1. run `scratch-b`, from scratch: 20 epochs (best: epoch 19)" in card
+    assert "2. run `run-a`, from the stage above: 3 epochs (best: epoch 2)" in card
+    # The next stage starts from this one's metrics and keeps the whole chain.
+    assert [s["run"] for s in training_stages(training)] == ["scratch-b", "run-a"]
+
+
+def test_a_model_without_a_card_starts_an_unrecorded_chain(tmp_path: Path) -> None:
+    loose = tmp_path / "best.keras"
+    loose.write_bytes(b"")
+    assert init_record(loose) == {"model": str(loose.resolve())}
+    run = _run(tmp_path)
+    config = runs.read_json(run / runs.CONFIG_FILE) | {"init_from": str(loose)}
+    runs.write_json_atomic(run / runs.CONFIG_FILE, config)
+    runs.write_json_atomic(run / runs.INIT_FROM_FILE, init_record(loose))
+    metrics = build_metrics(run, _report(0.6), _report(0.6), {})
+    assert metrics["weights_init"] == "fine-tuned from an unpublished model"
+    assert "1. run `run-a`, from `best.keras` (its training is not recorded): 3 epochs" in model_card(metrics)

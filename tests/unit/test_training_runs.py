@@ -15,6 +15,7 @@ import pytest
 
 from fer_core.settings import Settings
 from training import runs
+from training.train import build_parser, prepare_run
 from training.train import main as train_main
 
 FAKE_TRAINER = """#!/bin/sh
@@ -88,6 +89,25 @@ def test_train_cli_resume_refusals(tmp_path: Path) -> None:
     finished = make_run(tmp_path, "done", "finished")
     with pytest.raises(SystemExit, match=r"has finished; .*--init-from"):
         train_main(["--resume", str(finished)])
+
+
+def test_an_init_from_run_records_the_training_behind_its_start(tmp_path: Path) -> None:
+    published = tmp_path / "models" / "fer"
+    published.mkdir(parents=True)
+    stage = {"run": "scratch-b", "epochs_trained": 20, "training_time_s": 5299.2}
+    (published / "metrics.json").write_text(json.dumps(
+        {"weights_init": "from scratch", "val": {"accuracy": 0.517}, "training": {"stages": [stage]}}
+    ))
+    args = build_parser().parse_args(["--data", str(tmp_path), "--init-from", str(published), "--run-name", "ft",
+                                      "--runs-dir", str(tmp_path / "runs")])
+    run_dir, _ = prepare_run(args)
+    record = runs.read_json(run_dir / runs.INIT_FROM_FILE)
+    assert record == {"model": str(published.resolve()), "weights_init": "from scratch", "val_accuracy": 0.517,
+                      "stages": [stage]}
+    # A run from scratch has nothing to record.
+    scratch, _ = prepare_run(build_parser().parse_args(
+        ["--data", str(tmp_path), "--run-name", "new", "--runs-dir", str(tmp_path / "runs")]))
+    assert not (scratch / runs.INIT_FROM_FILE).exists()
 
 
 def test_running_status_with_dead_pid_reads_as_interrupted(tmp_path: Path) -> None:
