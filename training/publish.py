@@ -29,6 +29,10 @@ MIN_GAIN = 0.01
 METRICS_FILE = "metrics.json"
 CARD_FILE = "README.md"
 SPLIT = "val"
+# The project README's results table sits between these markers; publish rewrites it from metrics.json.
+PROJECT_README = Path(__file__).resolve().parents[1] / "README.md"
+RESULTS_START = "<!-- model-results:start -->"
+RESULTS_END = "<!-- model-results:end -->"
 # The run options a model card repeats for each training stage.
 STAGE_OPTIONS = ("lr", "batch_size", "image_size", "augment", "label_smoothing", "dropout", "class_weights")
 
@@ -161,6 +165,18 @@ def _latency_line(table: dict | None) -> str:
     return ", ".join(f"batch {batch}: {row['ms_per_face']:.2f} ms" for batch, row in table.items())
 
 
+def _training_totals(train: dict[str, Any]) -> tuple[list[dict[str, Any]], int, float]:
+    """(stages, total epochs, total hours) of a metrics.json training record, old or new."""
+    stages = train.get("stages") or training_stages(train)
+    total_epochs = train.get("total_epochs", train["epochs_trained"])
+    hours = (train.get("total_training_time_s", train["training_time_s"]) or 0) / 3600
+    return stages, total_epochs, hours
+
+
+def _int8_accuracy(lite: dict[str, Any]) -> str:
+    return f"{_pct(lite['val_accuracy'])} ({100 * lite['accuracy_difference']:+.2f} points)"
+
+
 def _stage_line(number: int, stage: dict[str, Any]) -> str:
     options = stage.get("options") or {}
     start = "from scratch" if number == 1 and not stage.get("init_from") else "from the stage above"
@@ -182,9 +198,7 @@ def model_card(metrics: dict[str, Any]) -> str:
         f"| {name} | {_pct(val['per_class_recall'].get(name, 0))} | {_pct(val['per_class_f1'].get(name, 0))} |"
         for name in EMOTIONS
     )
-    stages = train.get("stages") or training_stages(train)
-    total_epochs = train.get("total_epochs", train["epochs_trained"])
-    hours = (train.get("total_training_time_s", train["training_time_s"]) or 0) / 3600
+    stages, total_epochs, hours = _training_totals(train)
     stage_lines = "\n".join(_stage_line(i, stage) for i, stage in enumerate(stages, start=1))
     plural = "s" * (len(stages) != 1)
     scratch_note = " (no ImageNet weights could be had on the training machine)" * (
@@ -216,7 +230,7 @@ The model ClassMood ships and uses by default (Live page, `fer_core.analyze`, `f
 | macro-F1 | {val['macro_f1']:.3f} |
 | balanced accuracy | {_pct(val['balanced_accuracy'])} |
 | expected calibration error (15 bins) | {val['ece']:.3f} |
-| int8 LiteRT accuracy | {_pct(lite['val_accuracy'])} ({100 * lite['accuracy_difference']:+.2f} points) |
+| int8 LiteRT accuracy | {_int8_accuracy(lite)} |
 
 | class | recall | F1 |
 |---|---|---|
@@ -243,6 +257,32 @@ The model ClassMood ships and uses by default (Live page, `fer_core.analyze`, `f
 """
 
 
+def results_table(metrics: dict[str, Any]) -> str:
+    """The project README's results table: the model card's headline figures, in the same rounding."""
+    val, lite = metrics["val"], metrics["litert_int8"]
+    stages, total_epochs, hours = _training_totals(metrics["training"])
+    recalls = ", ".join(f"{name} {100 * val['per_class_recall'].get(name, 0):.0f}%" for name in EMOTIONS)
+    plural = "s" * (len(stages) != 1)
+    training = f"{metrics['weights_init']}, {total_epochs} epochs in {len(stages)} stage{plural}, {hours:.1f} h"
+    return f"""| measure (FER2013 `val/`, {val['n_images']:,} faces) | value |
+|---|---|
+| accuracy (Keras, float16-stored weights) | **{_pct(val['accuracy'])}** |
+| macro-F1 | {val['macro_f1']:.3f} |
+| expected calibration error | {val['ece']:.3f} |
+| int8 LiteRT accuracy (the live path) | {_int8_accuracy(lite)} |
+| per-class recall | {recalls} |
+| training | {training} on 2 CPU cores |
+"""
+
+
+def readme_with_results(text: str, metrics: dict[str, Any]) -> str:
+    """`text` with the results table between the markers rewritten, so README and card cannot disagree."""
+    start, end = text.find(RESULTS_START), text.find(RESULTS_END)
+    if start < 0 or end < start:
+        raise SystemExit(f"error: the README has no {RESULTS_START} ... {RESULTS_END} block to update")
+    return text[:start] + f"{RESULTS_START}\n{results_table(metrics)}{RESULTS_END}" + text[end + len(RESULTS_END):]
+
+
 def publish_refusal(new_accuracy: float, previous: dict[str, Any] | None, force: bool) -> str | None:
     """Why a model must not replace the published one, or None."""
     if previous is None or force:
@@ -256,7 +296,9 @@ def publish_refusal(new_accuracy: float, previous: dict[str, Any] | None, force:
     return None
 
 
-def publish(run_dir: Path, data: Path, out: Path, force: bool = False) -> dict[str, Any]:
+def publish(run_dir: Path, data: Path, out: Path, force: bool = False,
+            readme: Path | None = None) -> dict[str, Any]:
+    """Export, evaluate and write the model + card to `out`; also update `readme`'s results table if given."""
     from training.evaluate import evaluate_model_file
     from training.export import export_model
 
@@ -272,11 +314,15 @@ def publish(run_dir: Path, data: Path, out: Path, force: bool = False) -> dict[s
         refusal = publish_refusal(metrics["val"]["accuracy"], runs.read_json(out / METRICS_FILE), force)
         if refusal:
             raise SystemExit(refusal)
+        # Checked before anything is written, so a README without markers leaves the old model whole.
+        new_readme = readme_with_results(readme.read_text(encoding="utf-8"), metrics) if readme else None
         out.mkdir(parents=True, exist_ok=True)
         for name in (KERAS_FILE, TFLITE_FILE, runs.CONFUSION_FILE):
             shutil.copy2(staging / name, out / name)
     runs.write_json_atomic(out / METRICS_FILE, metrics)
     (out / CARD_FILE).write_text(model_card(metrics), encoding="utf-8")
+    if readme is not None and new_readme is not None:
+        readme.write_text(new_readme, encoding="utf-8")
     return metrics
 
 
@@ -288,8 +334,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="model directory (default: the shipped model's)")
     parser.add_argument("--force", action="store_true", help="publish even if not 1 point better on val")
     args = parser.parse_args(argv)
-    out = args.out or get_settings().shipped_model_dir
-    metrics = publish(args.run.resolve(), args.data, out, force=args.force)
+    shipped = get_settings().shipped_model_dir
+    out = args.out or shipped
+    # Only the shipped model's figures belong in the project README.
+    readme = PROJECT_README if out.resolve() == shipped.resolve() else None
+    metrics = publish(args.run.resolve(), args.data, out, force=args.force, readme=readme)
     print(f"published {args.run} to {out}: val accuracy {_pct(metrics['val']['accuracy'])}, "
           f"macro-F1 {metrics['val']['macro_f1']:.3f}, int8 {_pct(metrics['litert_int8']['val_accuracy'])}")
     return 0

@@ -5,9 +5,24 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from fer_core.emotions import EMOTIONS
+from fer_core.settings import get_settings
+from training import publish as publish_module
 from training import runs
-from training.publish import build_metrics, init_record, model_card, publish_refusal, training_stages
+from training.publish import (
+    PROJECT_README,
+    RESULTS_END,
+    RESULTS_START,
+    build_metrics,
+    init_record,
+    model_card,
+    publish_refusal,
+    readme_with_results,
+    results_table,
+    training_stages,
+)
 
 
 def _report(accuracy: float) -> dict:
@@ -111,3 +126,48 @@ def test_a_model_without_a_card_starts_an_unrecorded_chain(tmp_path: Path) -> No
     metrics = build_metrics(run, _report(0.6), _report(0.6), {})
     assert metrics["weights_init"] == "fine-tuned from an unpublished model"
     assert "1. run `run-a`, from `best.keras` (its training is not recorded): 3 epochs" in model_card(metrics)
+
+
+def test_the_readme_results_block_is_rewritten_and_nothing_else(tmp_path: Path) -> None:
+    metrics = build_metrics(_run(tmp_path), _report(0.612), _report(0.611), {})
+    readme = f"# Title\n\nBefore.\n\n{RESULTS_START}\n| old | 51.7% |\n{RESULTS_END}\n\nAfter.\n"
+    updated = readme_with_results(readme, metrics)
+    assert updated.startswith("# Title\n\nBefore.\n\n") and updated.endswith(f"{RESULTS_END}\n\nAfter.\n")
+    assert "51.7%" not in updated
+    table = results_table(metrics)
+    assert f"{RESULTS_START}\n{table}{RESULTS_END}" in updated
+    assert "| accuracy (Keras, float16-stored weights) | **61.2%** |" in table
+    assert "| int8 LiteRT accuracy (the live path) | 61.1% (-0.10 points) |" in table
+    assert "disgust 51%" in table and "3 epochs in 1 stage" in table
+    assert readme_with_results(updated, metrics) == updated  # idempotent
+
+
+def test_a_readme_without_the_markers_stops_publish_before_the_model_is_replaced(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = _run(tmp_path)
+    (run / runs.BEST_MODEL_FILE).write_bytes(b"new model")
+    out = tmp_path / "shipped"
+    out.mkdir()
+    (out / "model.keras").write_bytes(b"old model")
+    readme = tmp_path / "README.md"
+    readme.write_text("# No results block here\n")
+
+    def fake_export(best: Path, staging: Path, **_: object) -> dict:
+        for name in ("model.keras", "model_int8.tflite", runs.CONFUSION_FILE):
+            (staging / name).write_bytes(b"new")
+        return {}
+
+    monkeypatch.setattr("training.export.export_model", fake_export)
+    monkeypatch.setattr("training.evaluate.evaluate_model_file", lambda *a, **k: _report(0.7))
+    with pytest.raises(SystemExit, match="no <!-- model-results:start -->"):
+        publish_module.publish(run, tmp_path, out, readme=readme)
+    assert (out / "model.keras").read_bytes() == b"old model"
+    assert not (out / "metrics.json").exists()
+
+
+def test_the_shipped_model_card_and_the_readme_show_the_same_figures() -> None:
+    shipped = get_settings().shipped_model_dir
+    metrics = json.loads((shipped / "metrics.json").read_text(encoding="utf-8"))
+    assert (shipped / "README.md").read_text(encoding="utf-8") == model_card(metrics)
+    readme = PROJECT_README.read_text(encoding="utf-8")
+    assert f"{RESULTS_START}\n{results_table(metrics)}{RESULTS_END}" in readme
