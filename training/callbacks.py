@@ -105,8 +105,10 @@ def _num(logs: dict | None, key: str) -> float | None:
 class LinearWarmup(keras.callbacks.Callback):
     """Ramps the learning rate from `target/10` to `target` over the first `warmup_steps`.
 
-    Adam on a freshly initialised InceptionV3 diverges easily in its first steps; after the
-    warm-up, ReduceLROnPlateau owns the learning rate. On resume past the warm-up it does nothing.
+    Adam's first steps move every weight by about the learning rate, whatever its gradient: a
+    freshly initialised InceptionV3 diverges easily, and a trained one (--init-from, no warm-up)
+    lost 6-7 val points in its first epoch. After the warm-up, ReduceLROnPlateau owns the learning
+    rate. On resume past the warm-up it does nothing.
     """
 
     def __init__(self, target_lr: float, warmup_steps: int, steps_per_epoch: int) -> None:

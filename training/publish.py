@@ -24,6 +24,7 @@ from fer_core.emotions import EMOTIONS
 from fer_core.model_io import KERAS_FILE, TFLITE_FILE
 from fer_core.settings import get_settings
 from training import runs
+from training.train import DEFAULT_ADAM_EPSILON
 
 MIN_GAIN = 0.01
 METRICS_FILE = "metrics.json"
@@ -34,7 +35,9 @@ PROJECT_README = Path(__file__).resolve().parents[1] / "README.md"
 RESULTS_START = "<!-- model-results:start -->"
 RESULTS_END = "<!-- model-results:end -->"
 # The run options a model card repeats for each training stage.
-STAGE_OPTIONS = ("lr", "batch_size", "image_size", "augment", "label_smoothing", "dropout", "class_weights")
+STAGE_OPTIONS = (
+    "lr", "adam_epsilon", "batch_size", "image_size", "augment", "label_smoothing", "dropout", "class_weights",
+)
 
 
 def init_record(model: Path) -> dict[str, Any]:
@@ -179,6 +182,7 @@ def _int8_accuracy(lite: dict[str, Any]) -> str:
 
 def _stage_line(number: int, stage: dict[str, Any]) -> str:
     options = stage.get("options") or {}
+    epsilon = options.get("adam_epsilon") or DEFAULT_ADAM_EPSILON  # None: a run from before the option
     start = "from scratch" if number == 1 and not stage.get("init_from") else "from the stage above"
     if number == 1 and stage.get("init_from"):
         start = f"from `{Path(stage['init_from']).name}` (its training is not recorded)"
@@ -189,6 +193,7 @@ def _stage_line(number: int, stage: dict[str, Any]) -> str:
         f"batch {options.get('batch_size')}, augmentation `{options.get('augment')}`, "
         f"label smoothing {options.get('label_smoothing')}, dropout {options.get('dropout')}"
         + (", class weights" if options.get("class_weights") else "")
+        + (f", Adam epsilon {epsilon}" if epsilon != DEFAULT_ADAM_EPSILON else "")
     )
 
 

@@ -42,6 +42,9 @@ DEFAULT_LR = 1e-3
 DEFAULT_HEAD_EPOCHS = 3
 FINE_TUNE_LR_FACTOR = 0.1
 WARMUP_EPOCHS = 1
+# Keras' default. Its docs suggest 0.1-1.0 for Inception on ImageNet: a larger epsilon damps the
+# occasional huge Adam step on weights whose gradient history is near zero.
+DEFAULT_ADAM_EPSILON = 1e-7
 REDUCE_LR_FACTOR = 0.5
 REDUCE_LR_PATIENCE = 2
 MIN_LR = 1e-6
@@ -67,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="images per training step")
     parser.add_argument("--lr", type=float, default=DEFAULT_LR, help="Adam learning rate")
+    parser.add_argument("--adam-epsilon", type=float, default=DEFAULT_ADAM_EPSILON,
+                        help="Adam epsilon (larger = steadier, smaller steps)")
     parser.add_argument("--image-size", type=int, default=75, help="InceptionV3 input side in pixels (>= 75)")
     parser.add_argument("--run-name", help="name of the run directory (default: run-<timestamp>)")
     parser.add_argument("--runs-dir", type=Path, help="where run directories go (default: <data_dir>/runs)")
@@ -98,8 +103,8 @@ def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit("error: --data is required (or --resume RUN_DIR)")
     if args.epochs is None:
         args.epochs = DEFAULT_EPOCHS
-    if args.epochs < 1 or args.batch_size < 1 or args.lr <= 0:
-        raise SystemExit("error: --epochs, --batch-size and --lr must be positive")
+    if args.epochs < 1 or args.batch_size < 1 or args.lr <= 0 or args.adam_epsilon <= 0:
+        raise SystemExit("error: --epochs, --batch-size, --lr and --adam-epsilon must be positive")
     if not 0.0 <= args.label_smoothing <= 0.3:
         raise SystemExit("error: --label-smoothing must be between 0 and 0.3")
     if args.image_size < 75:
@@ -109,6 +114,7 @@ def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "epochs": args.epochs,
         "batch_size": args.batch_size,
         "lr": args.lr,
+        "adam_epsilon": args.adam_epsilon,
         "image_size": args.image_size,
         "init_from": str(Path(args.init_from).resolve()) if args.init_from else None,
         "weights": args.weights,
@@ -275,7 +281,9 @@ def train(run_dir: Path, config: dict[str, Any], stop: StopRequested) -> dict[st
     loss = keras.losses.CategoricalCrossentropy(label_smoothing=config["label_smoothing"])
 
     def compile_with(lr: float) -> None:
-        model.compile(optimizer=keras.optimizers.Adam(lr), loss=loss, metrics=["accuracy"])
+        # Runs started before --adam-epsilon existed resume with the default they were started with.
+        epsilon = config.get("adam_epsilon", DEFAULT_ADAM_EPSILON)
+        model.compile(optimizer=keras.optimizers.Adam(lr, epsilon=epsilon), loss=loss, metrics=["accuracy"])
 
     def callbacks_for(phase: str, epochs: int, lr: float, warmup: bool) -> list[keras.callbacks.Callback]:
         # Order matters: logs are written before the backup, so a kill between the two can only
@@ -348,7 +356,7 @@ def train(run_dir: Path, config: dict[str, Any], stop: StopRequested) -> dict[st
         else:
             model_lib.unfreeze_all(model)
             compile_with(lr)
-            fit("all", initial_epoch=0, lr=lr, warmup=not config["init_from"])
+            fit("all", initial_epoch=0, lr=lr, warmup=True)
     except TrainingStopped:
         return {"stopped": True}
     return {"stopped": False}

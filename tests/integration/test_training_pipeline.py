@@ -106,6 +106,25 @@ def test_csv_format_trains_too(tiny_datasets: dict[str, Path], tmp_path: Path) -
     assert (run_dir / runs.BEST_MODEL_FILE).is_file() and not (run_dir / runs.EXPORT_DIR).exists()
 
 
+def test_fine_tuning_warms_up_and_uses_the_adam_epsilon_asked_for(folder_run: Path, tiny_datasets: dict[str, Path],
+                                                                  tmp_path: Path) -> None:
+    import keras
+
+    from training.train import main
+
+    rc = main(["--data", str(tiny_datasets["folder"]), *TINY, "--no-export", "--runs-dir", str(tmp_path),
+               "--run-name", "ft", "--init-from", str(folder_run / runs.BEST_MODEL_FILE),
+               "--lr", "1e-4", "--adam-epsilon", "0.1"])
+    run_dir = tmp_path / "ft"
+    assert rc == 0, (run_dir / runs.LOG_FILE).read_text()
+    assert "initialised from" in (run_dir / runs.LOG_FILE).read_text()
+    # 42 images in batches of 16: 3 steps, all in the warm-up, so the last one ran at 0.1 + 0.9 * 2/3 of 1e-4.
+    last_batch = [r for r in runs.read_progress(run_dir) if r["kind"] == "batch"][-1]
+    assert last_batch["step"] == 3 and last_batch["lr"] == pytest.approx(7e-5, rel=1e-3)
+    optimizer = keras.saving.load_model(run_dir / runs.BEST_MODEL_FILE).optimizer
+    assert optimizer.epsilon == pytest.approx(0.1)
+
+
 def test_evaluate_cli_on_a_class_subset_with_litert_and_tta(
     folder_run: Path, tiny_datasets: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

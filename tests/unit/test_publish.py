@@ -111,6 +111,9 @@ def test_a_fine_tuned_model_card_tells_every_training_stage(tmp_path: Path) -> N
     assert "23 epochs in 2 stages, 1.5 h" in card
     assert "1. run `scratch-b`, from scratch: 20 epochs (best: epoch 19)" in card
     assert "2. run `run-a`, from the stage above: 3 epochs (best: epoch 2)" in card
+    assert "Adam epsilon" not in card  # neither stage changed Keras' default (the first predates the option)
+    training["stages"][1]["options"]["adam_epsilon"] = 0.1
+    assert "dropout 0.4, Adam epsilon 0.1" in model_card(metrics)
     # The next stage starts from this one's metrics and keeps the whole chain.
     assert [s["run"] for s in training_stages(training)] == ["scratch-b", "run-a"]
 

@@ -299,3 +299,14 @@ def test_promote_refuses_unfinished_runs_and_runs_without_export(runs_dir: Path,
         runs.promote_run(runs.read_run(bare), settings)
     assert not settings.active_model_pointer.exists()
     assert settings.active_model_dir() == settings.shipped_model_dir
+
+
+def test_adam_epsilon_is_a_checked_run_option(tmp_path: Path) -> None:
+    def config(*extra: str) -> dict:
+        args = build_parser().parse_args(["--data", str(tmp_path), "--runs-dir", str(tmp_path / "runs"), *extra])
+        return prepare_run(args)[1]
+
+    assert config("--run-name", "default")["adam_epsilon"] == 1e-7  # Keras' own default
+    assert config("--run-name", "steady", "--adam-epsilon", "0.1")["adam_epsilon"] == 0.1
+    with pytest.raises(SystemExit, match="--adam-epsilon must be positive"):
+        config("--run-name", "bad", "--adam-epsilon", "0")
