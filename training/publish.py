@@ -168,12 +168,13 @@ def _latency_line(table: dict | None) -> str:
     return ", ".join(f"batch {batch}: {row['ms_per_face']:.2f} ms" for batch, row in table.items())
 
 
-def _training_totals(train: dict[str, Any]) -> tuple[list[dict[str, Any]], int, float]:
-    """(stages, total epochs, total hours) of a metrics.json training record, old or new."""
+def _training_summary(train: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
+    """The stages of a metrics.json training record (old or new) and "N epochs in K stages, H h"."""
     stages = train.get("stages") or training_stages(train)
     total_epochs = train.get("total_epochs", train["epochs_trained"])
     hours = (train.get("total_training_time_s", train["training_time_s"]) or 0) / 3600
-    return stages, total_epochs, hours
+    plural = "s" * (len(stages) != 1)
+    return stages, f"{total_epochs} epochs in {len(stages)} stage{plural}, {hours:.1f} h"
 
 
 def _int8_accuracy(lite: dict[str, Any]) -> str:
@@ -203,9 +204,8 @@ def model_card(metrics: dict[str, Any]) -> str:
         f"| {name} | {_pct(val['per_class_recall'].get(name, 0))} | {_pct(val['per_class_f1'].get(name, 0))} |"
         for name in EMOTIONS
     )
-    stages, total_epochs, hours = _training_totals(train)
+    stages, summary = _training_summary(train)
     stage_lines = "\n".join(_stage_line(i, stage) for i, stage in enumerate(stages, start=1))
-    plural = "s" * (len(stages) != 1)
     scratch_note = " (no ImageNet weights could be had on the training machine)" * (
         metrics["weights_init"] == "from scratch"
     )
@@ -221,7 +221,7 @@ The model ClassMood ships and uses by default (Live page, `fer_core.analyze`, `f
 ## Training
 - Weights: {metrics['weights_init']}{scratch_note};
   input {metrics['image_size']}x{metrics['image_size']} (48x48 faces upscaled inside the model).
-- {total_epochs} epochs in {len(stages)} stage{plural}, {hours:.1f} h on 2 CPU cores; Adam, ReduceLROnPlateau,
+- {summary} on 2 CPU cores; Adam, ReduceLROnPlateau,
   the best epoch on val kept. Each stage after the first continued from the previous stage's best model
   with a fresh optimizer (`python -m training.train --init-from ...`):
 
@@ -265,10 +265,8 @@ The model ClassMood ships and uses by default (Live page, `fer_core.analyze`, `f
 def results_table(metrics: dict[str, Any]) -> str:
     """The project README's results table: the model card's headline figures, in the same rounding."""
     val, lite = metrics["val"], metrics["litert_int8"]
-    stages, total_epochs, hours = _training_totals(metrics["training"])
+    _, summary = _training_summary(metrics["training"])
     recalls = ", ".join(f"{name} {100 * val['per_class_recall'].get(name, 0):.0f}%" for name in EMOTIONS)
-    plural = "s" * (len(stages) != 1)
-    training = f"{metrics['weights_init']}, {total_epochs} epochs in {len(stages)} stage{plural}, {hours:.1f} h"
     return f"""| measure (FER2013 `val/`, {val['n_images']:,} faces) | value |
 |---|---|
 | accuracy (Keras, float16-stored weights) | **{_pct(val['accuracy'])}** |
@@ -276,7 +274,7 @@ def results_table(metrics: dict[str, Any]) -> str:
 | expected calibration error | {val['ece']:.3f} |
 | int8 LiteRT accuracy (the live path) | {_int8_accuracy(lite)} |
 | per-class recall | {recalls} |
-| training | {training} on 2 CPU cores |
+| training | {metrics['weights_init']}, {summary} on 2 CPU cores |
 """
 
 
