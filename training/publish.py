@@ -41,13 +41,15 @@ STAGE_OPTIONS = (
 
 
 def init_record(model: Path) -> dict[str, Any]:
-    """What a fine-tuning run starts from: the model, and the training stages behind it if it was published.
+    """What a fine-tuning run starts from: the model, and the training stages behind it if they are known.
 
     A published model folder (or a file in one) has a metrics.json whose stages are carried over,
-    so the next model card tells the whole training, not only its last run.
+    and a run's own checkpoint (`RUN/best.keras`) has the run's files; either way the next model
+    card tells the whole training, not only its last run.
     """
     model = Path(model).resolve()
-    metrics = runs.read_json((model if model.is_dir() else model.parent) / METRICS_FILE)
+    folder = model if model.is_dir() else model.parent
+    metrics = runs.read_json(folder / METRICS_FILE)
     record: dict[str, Any] = {"model": str(model)}
     if metrics and isinstance(metrics.get("training"), dict):
         record.update(
@@ -55,6 +57,10 @@ def init_record(model: Path) -> dict[str, Any]:
             val_accuracy=(metrics.get("val") or {}).get("accuracy"),
             stages=training_stages(metrics["training"]),
         )
+    elif (folder / runs.CONFIG_FILE).is_file() and (folder / runs.HISTORY_FILE).is_file():
+        stages, weights_init = run_stages(folder)
+        best = max((float(r.get("val_accuracy") or 0) for r in _history(folder)), default=None)
+        record.update(weights_init=weights_init, val_accuracy=best, stages=stages)
     return record
 
 
@@ -100,23 +106,30 @@ def _training_time_s(run_dir: Path) -> float | None:
     return round(total + previous, 1)
 
 
-def build_metrics(run_dir: Path, keras_report: dict, litert_report: dict, export_report: dict) -> dict[str, Any]:
+def run_stages(run_dir: Path) -> tuple[list[dict[str, Any]], str]:
+    """A run's training stages, its own last, and where the first stage's weights came from."""
     config = runs.read_json(run_dir / runs.CONFIG_FILE) or {}
-    status = runs.read_json(run_dir / runs.STATUS_FILE) or {}
     history = _history(run_dir)
     best = max(history, key=lambda r: float(r.get("val_accuracy") or 0), default={}).get("epoch")
     best_epoch = None if best is None else int(best) + 1
-    seconds = _training_time_s(run_dir)
     # An --init-from run continues the training of the model it started from (see init_record).
     start = runs.read_json(run_dir / runs.INIT_FROM_FILE) if config.get("init_from") else None
     earlier = (start or {}).get("stages") or []
-    stages = [*earlier, _stage(run_dir.name, config, len(history), best_epoch, seconds)]
+    stages = [*earlier, _stage(run_dir.name, config, len(history), best_epoch, _training_time_s(run_dir))]
     if start is not None and start.get("weights_init"):
         weights_init = start["weights_init"]
     elif config.get("init_from"):
         weights_init = "fine-tuned from an unpublished model"
     else:
+        status = runs.read_json(run_dir / runs.STATUS_FILE) or {}
         weights_init = "from scratch" if status.get("weights_used", "none") == "none" else "ImageNet"
+    return stages, weights_init
+
+
+def build_metrics(run_dir: Path, keras_report: dict, litert_report: dict, export_report: dict) -> dict[str, Any]:
+    config = runs.read_json(run_dir / runs.CONFIG_FILE) or {}
+    stages, weights_init = run_stages(run_dir)
+    this_run = stages[-1]
     return {
         "model": "InceptionV3 (Keras, include_top=False) + GAP + dropout + Dense(7, softmax)",
         "classes": list(EMOTIONS),
@@ -126,9 +139,9 @@ def build_metrics(run_dir: Path, keras_report: dict, litert_report: dict, export
         "training": {
             "run": run_dir.name,
             "config": config,
-            "epochs_trained": len(history),
-            "best_epoch": best_epoch,
-            "training_time_s": seconds,
+            "epochs_trained": this_run["epochs_trained"],
+            "best_epoch": this_run["best_epoch"],
+            "training_time_s": this_run["training_time_s"],
             "stages": stages,
             "total_epochs": sum(stage.get("epochs_trained") or 0 for stage in stages),
             "total_training_time_s": round(sum(stage.get("training_time_s") or 0 for stage in stages), 1),

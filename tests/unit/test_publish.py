@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -116,6 +117,34 @@ def test_a_fine_tuned_model_card_tells_every_training_stage(tmp_path: Path) -> N
     assert "dropout 0.4, Adam epsilon 0.1" in model_card(metrics)
     # The next stage starts from this one's metrics and keeps the whole chain.
     assert [s["run"] for s in training_stages(training)] == ["scratch-b", "run-a"]
+
+
+def test_a_run_started_from_another_runs_checkpoint_keeps_that_runs_stages(tmp_path: Path) -> None:
+    shipped = tmp_path / "models" / "fer"
+    shipped.mkdir(parents=True)
+    runs.write_json_atomic(shipped / "metrics.json", _published_metrics("scratch-b", 20, 5299.2))
+    earlier = _run(tmp_path)  # run-a: 3 epochs, best val 0.55 at epoch 2, 130 s
+    runs.write_json_atomic(earlier / runs.CONFIG_FILE,
+                           runs.read_json(earlier / runs.CONFIG_FILE) | {"init_from": str(shipped)})
+    runs.write_json_atomic(earlier / runs.INIT_FROM_FILE, init_record(shipped))
+
+    record = init_record(earlier / runs.BEST_MODEL_FILE)
+    assert record["weights_init"] == "from scratch" and record["val_accuracy"] == 0.55
+    assert [(s["run"], s["epochs_trained"], s["best_epoch"]) for s in record["stages"]] == [
+        ("scratch-b", 20, 19), ("run-a", 3, 2)]
+
+    later = tmp_path / "later" / "run-b"
+    later.parent.mkdir()
+    shutil.copytree(earlier, later)
+    (later / runs.INIT_FROM_FILE).unlink()
+    runs.write_json_atomic(later / runs.CONFIG_FILE, runs.read_json(later / runs.CONFIG_FILE)
+                           | {"init_from": str(earlier / runs.BEST_MODEL_FILE), "augment": "strong"})
+    runs.write_json_atomic(later / runs.INIT_FROM_FILE, record)
+    metrics = build_metrics(later, _report(0.6), _report(0.6), {})
+    assert [s["run"] for s in metrics["training"]["stages"]] == ["scratch-b", "run-a", "run-b"]
+    assert metrics["training"]["stages"][2]["options"]["augment"] == "strong"
+    assert metrics["weights_init"] == "from scratch"
+    assert "26 epochs in 3 stages" in model_card(metrics)
 
 
 def test_a_model_without_a_card_starts_an_unrecorded_chain(tmp_path: Path) -> None:
