@@ -130,6 +130,20 @@ class LinearWarmup(keras.callbacks.Callback):
             self.model.optimizer.learning_rate.assign(self.target_lr)
 
 
+class ResumableSwapEMAWeights(keras.callbacks.SwapEMAWeights):
+    """Keras' SwapEMAWeights(swap_on_epoch=True), told whether `fit` resumes from a backup.
+
+    At each epoch end it swaps the averaged weights into the model (so ModelCheckpoint and
+    BackupAndRestore save them) and at the next epoch start swaps the raw ones back. A backup is
+    therefore always in the swapped state; Keras' callback starts out assuming it is not and
+    would go on training the average. Validation (on_test_begin/end) uses the average either way.
+    """
+
+    def __init__(self, restored_from_backup: bool) -> None:
+        super().__init__(swap_on_epoch=True)
+        self._ema_weights_in_model = restored_from_backup
+
+
 class StatusUpdater(keras.callbacks.Callback):
     """Keeps the run's status.json epoch and val accuracy current."""
 

@@ -9,7 +9,9 @@ Every run lives in its own directory (see training.runs). The recipe:
 - otherwise from scratch: everything trains, with a short learning-rate warm-up;
 - Adam, Keras augmentation layers on training batches, optional class weights and label smoothing;
 - ReduceLROnPlateau, ModelCheckpoint (best val accuracy), EarlyStopping, CSVLogger,
-  BackupAndRestore and a JSON-lines progress log.
+  BackupAndRestore and a JSON-lines progress log;
+- optionally (--ema) an exponential moving average of the weights, which is what gets validated,
+  checkpointed and exported.
 
 Stopping and resuming: SIGTERM/SIGINT (the Training page's Stop) ends the run after the current
 batch with status "stopped"; a killed run reads as "interrupted". Either way the backup of the
@@ -45,6 +47,8 @@ WARMUP_EPOCHS = 1
 # Keras' default. Its docs suggest 0.1-1.0 for Inception on ImageNet: a larger epsilon damps the
 # occasional huge Adam step on weights whose gradient history is near zero.
 DEFAULT_ADAM_EPSILON = 1e-7
+# Off by default, as in Keras. 0.999 averages over ~1000 steps (about 2 epochs of FER2013 at batch 64).
+DEFAULT_EMA_MOMENTUM = 0.0
 REDUCE_LR_FACTOR = 0.5
 REDUCE_LR_PATIENCE = 2
 MIN_LR = 1e-6
@@ -72,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lr", type=float, default=DEFAULT_LR, help="Adam learning rate")
     parser.add_argument("--adam-epsilon", type=float, default=DEFAULT_ADAM_EPSILON,
                         help="Adam epsilon (larger = steadier, smaller steps)")
+    parser.add_argument("--ema", type=float, default=DEFAULT_EMA_MOMENTUM, metavar="MOMENTUM",
+                        help="validate, checkpoint and export a moving average of the weights with this "
+                             "momentum, e.g. 0.999 (0: off)")
     parser.add_argument("--image-size", type=int, default=75, help="InceptionV3 input side in pixels (>= 75)")
     parser.add_argument("--run-name", help="name of the run directory (default: run-<timestamp>)")
     parser.add_argument("--runs-dir", type=Path, help="where run directories go (default: <data_dir>/runs)")
@@ -107,6 +114,8 @@ def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit("error: --epochs, --batch-size, --lr and --adam-epsilon must be positive")
     if not 0.0 <= args.label_smoothing <= 0.3:
         raise SystemExit("error: --label-smoothing must be between 0 and 0.3")
+    if not 0.0 <= args.ema < 1.0:
+        raise SystemExit("error: --ema must be in [0, 1): 0 turns it off, 0.999 averages over ~1000 steps")
     if args.image_size < 75:
         raise SystemExit("error: --image-size must be at least 75 (InceptionV3's minimum)")
     return {
@@ -115,6 +124,7 @@ def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "batch_size": args.batch_size,
         "lr": args.lr,
         "adam_epsilon": args.adam_epsilon,
+        "ema": args.ema,
         "image_size": args.image_size,
         "init_from": str(Path(args.init_from).resolve()) if args.init_from else None,
         "weights": args.weights,
@@ -237,7 +247,14 @@ def train(run_dir: Path, config: dict[str, Any], stop: StopRequested) -> dict[st
     from fer_core.model_io import load_keras_model
     from training import data as data_lib
     from training import model as model_lib
-    from training.callbacks import LinearWarmup, ProgressWriter, StatusUpdater, StopOnRequest, TrainingStopped
+    from training.callbacks import (
+        LinearWarmup,
+        ProgressWriter,
+        ResumableSwapEMAWeights,
+        StatusUpdater,
+        StopOnRequest,
+        TrainingStopped,
+    )
 
     keras.utils.set_random_seed(config["seed"])
     t0 = time.monotonic()
@@ -283,9 +300,12 @@ def train(run_dir: Path, config: dict[str, Any], stop: StopRequested) -> dict[st
     def compile_with(lr: float) -> None:
         # Runs started before --adam-epsilon existed resume with the default they were started with.
         epsilon = config.get("adam_epsilon", DEFAULT_ADAM_EPSILON)
-        model.compile(optimizer=keras.optimizers.Adam(lr, epsilon=epsilon), loss=loss, metrics=["accuracy"])
+        optimizer = keras.optimizers.Adam(lr, epsilon=epsilon, use_ema=ema > 0, ema_momentum=ema or 0.99)
+        model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
 
-    def callbacks_for(phase: str, epochs: int, lr: float, warmup: bool) -> list[keras.callbacks.Callback]:
+    def callbacks_for(
+        phase: str, epochs: int, lr: float, warmup: bool, resumed: bool
+    ) -> list[keras.callbacks.Callback]:
         # Order matters: logs are written before the backup, so a kill between the two can only
         # leave an extra logged epoch (trimmed on resume), never a backed-up epoch missing from
         # the logs; ReduceLROnPlateau runs before the backup so the backup holds the reduced rate.
@@ -310,6 +330,8 @@ def train(run_dir: Path, config: dict[str, Any], stop: StopRequested) -> dict[st
         ]
         if warmup:
             cbs.insert(1, LinearWarmup(lr, WARMUP_EPOCHS * steps, steps))
+        if ema:  # before ModelCheckpoint: the checkpoint and the backup hold the averaged weights
+            cbs.insert(1, ResumableSwapEMAWeights(restored_from_backup=resumed))
         return cbs
 
     def fit(phase: str, *, initial_epoch: int, lr: float, warmup: bool) -> None:
@@ -318,7 +340,7 @@ def train(run_dir: Path, config: dict[str, Any], stop: StopRequested) -> dict[st
         if completed > initial_epoch:
             log.info("phase %s: resuming after epoch %d of %d", phase, completed, epochs)
             runs.update_status(run_dir, "running", resumed_from_epoch=completed)
-        cbs = callbacks_for(phase, epochs, lr, warmup)
+        cbs = callbacks_for(phase, epochs, lr, warmup, resumed=completed > initial_epoch)
         # Keras keeps the epoch a previous fit's BackupAndRestore restored on the model; forget it.
         model._initial_epoch = None
         try:
@@ -331,6 +353,7 @@ def train(run_dir: Path, config: dict[str, Any], stop: StopRequested) -> dict[st
                     handle.close()
 
     verbose = 1 if sys.stderr.isatty() else 2
+    ema = config.get("ema", DEFAULT_EMA_MOMENTUM)  # runs from before --ema resume without it
     state = runs.read_json(run_dir / runs.STATUS_FILE) or {}
     phases_done: list[str] = list(state.get("phases_done", []))
     epochs = config["epochs"]

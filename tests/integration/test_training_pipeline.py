@@ -127,6 +127,53 @@ def test_fine_tuning_warms_up_and_uses_the_adam_epsilon_asked_for(folder_run: Pa
     assert optimizer.epsilon == pytest.approx(0.1)
 
 
+def test_ema_run_checkpoints_the_averaged_weights_it_validated(tiny_datasets: dict[str, Path],
+                                                                tmp_path: Path) -> None:
+    import keras
+
+    from fer_core.model_io import load_keras_model
+    from training import data as data_lib
+    from training.train import main
+
+    rc = main(["--data", str(tiny_datasets["folder"]), *TINY, "--epochs", "2", "--no-export", "--runs-dir",
+               str(tmp_path), "--run-name", "ema", "--ema", "0.5"])
+    run_dir = tmp_path / "ema"
+    assert rc == 0, (run_dir / runs.LOG_FILE).read_text()
+    history = runs.read_history(run_dir)
+    best_row = max(history, key=lambda row: float(row["val_accuracy"]))
+    saved = keras.saving.load_model(run_dir / runs.BEST_MODEL_FILE)
+    assert saved.optimizer.use_ema and saved.optimizer.ema_momentum == pytest.approx(0.5)
+    # The checkpoint holds the weights that were validated (the average), not the raw ones: their
+    # val loss is the logged one.
+    val = data_lib.load_split(tiny_datasets["folder"], "val", skip_corrupt=False, require_all_classes=False)
+    val_ds = data_lib.make_dataset(val, 16, training=False)
+    model = load_keras_model(run_dir / runs.BEST_MODEL_FILE)
+    model.compile(loss=keras.losses.CategoricalCrossentropy(label_smoothing=0.0))
+    assert model.evaluate(val_ds, verbose=0) == pytest.approx(float(best_row["val_loss"]), rel=1e-4)
+
+
+def test_resumed_ema_callback_swaps_the_raw_weights_back_before_training() -> None:
+    import keras
+    import numpy as np
+
+    from training.callbacks import ResumableSwapEMAWeights
+
+    def model_after_epoch_begin(restored_from_backup: bool) -> float:
+        model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, use_bias=False)])
+        model.compile(optimizer=keras.optimizers.Adam(use_ema=True), loss="mse")
+        model.optimizer.build(model.trainable_variables)
+        # A backup is saved in the swapped state: the average in the model, the raw weights in the slot.
+        model.trainable_variables[0].assign(np.full((1, 1), 2.0))
+        model.optimizer._model_variables_moving_average[0].assign(np.full((1, 1), 5.0))
+        callback = ResumableSwapEMAWeights(restored_from_backup=restored_from_backup)
+        callback.set_model(model)
+        callback.on_epoch_begin(0)
+        return float(model.trainable_variables[0].numpy()[0, 0])
+
+    assert model_after_epoch_begin(restored_from_backup=True) == 5.0  # training goes on from the raw weights
+    assert model_after_epoch_begin(restored_from_backup=False) == 2.0  # a fresh fit: nothing was swapped
+
+
 def test_evaluate_cli_on_a_class_subset_with_litert_and_tta(
     folder_run: Path, tiny_datasets: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -113,8 +113,10 @@ def test_a_fine_tuned_model_card_tells_every_training_stage(tmp_path: Path) -> N
     assert "1. run `scratch-b`, from scratch: 20 epochs (best: epoch 19)" in card
     assert "2. run `run-a`, from the stage above: 3 epochs (best: epoch 2)" in card
     assert "Adam epsilon" not in card  # neither stage changed Keras' default (the first predates the option)
+    assert "moving average" not in card  # nor averaged weights
     training["stages"][1]["options"]["adam_epsilon"] = 0.1
-    assert "dropout 0.4, Adam epsilon 0.1" in model_card(metrics)
+    training["stages"][1]["options"]["ema"] = 0.999
+    assert "dropout 0.4, Adam epsilon 0.1, weight moving average (momentum 0.999)" in model_card(metrics)
     # The next stage starts from this one's metrics and keeps the whole chain.
     assert [s["run"] for s in training_stages(training)] == ["scratch-b", "run-a"]
 

@@ -301,6 +301,18 @@ def test_promote_refuses_unfinished_runs_and_runs_without_export(runs_dir: Path,
     assert settings.active_model_dir() == settings.shipped_model_dir
 
 
+def test_ema_is_a_checked_run_option(tmp_path: Path) -> None:
+    def config(*extra: str) -> dict:
+        args = build_parser().parse_args(["--data", str(tmp_path), "--runs-dir", str(tmp_path / "runs"), *extra])
+        return prepare_run(args)[1]
+
+    assert config("--run-name", "default")["ema"] == 0.0  # off unless asked for
+    assert config("--run-name", "averaged", "--ema", "0.999")["ema"] == 0.999
+    for bad in ("1", "-0.1"):
+        with pytest.raises(SystemExit, match=r"--ema must be in \[0, 1\)"):
+            config("--run-name", "bad", "--ema", bad)
+
+
 def test_adam_epsilon_is_a_checked_run_option(tmp_path: Path) -> None:
     def config(*extra: str) -> dict:
         args = build_parser().parse_args(["--data", str(tmp_path), "--runs-dir", str(tmp_path / "runs"), *extra])
