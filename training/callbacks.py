@@ -144,6 +144,25 @@ class ResumableSwapEMAWeights(keras.callbacks.SwapEMAWeights):
         self._ema_weights_in_model = restored_from_backup
 
 
+class PreciseBatchNorm(keras.callbacks.Callback):
+    """Before each validation, re-estimates BatchNorm statistics on clean training faces.
+
+    So validation, ModelCheckpoint and the exported model use statistics that fit the weights
+    being validated (with --ema: the average, so this callback must come after the EMA swap).
+    Training itself is unaffected: in training mode BatchNorm uses each batch's own statistics.
+    """
+
+    def __init__(self, faces: Any, batch_size: int = 128) -> None:
+        super().__init__()
+        self.faces = faces
+        self.batch_size = batch_size
+
+    def on_test_begin(self, logs: dict | None = None) -> None:
+        from training.model import recalibrate_batch_norm
+
+        recalibrate_batch_norm(self.model, self.faces, self.batch_size)
+
+
 class StatusUpdater(keras.callbacks.Callback):
     """Keeps the run's status.json epoch and val accuracy current."""
 

@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 
 import keras
+import numpy as np
 from keras import layers
 
 from fer_core.emotions import FACE_SIZE, NUM_EMOTIONS
@@ -107,6 +108,36 @@ def unfreeze(model: keras.Model, from_layer: str = FINE_TUNE_FROM_LAYER) -> None
     cut = names.index(from_layer)
     for i, layer in enumerate(base.layers):
         layer.trainable = i >= cut and not isinstance(layer, layers.BatchNormalization)
+
+
+def recalibrate_batch_norm(model: keras.Model, faces: np.ndarray, batch_size: int = 128) -> int:
+    """Re-estimate the moving mean and variance of every trainable BatchNorm layer on `faces`.
+
+    "Precise BatchNorm": during training the moving statistics follow the last few (augmented)
+    batches of raw weights, so they are noisy and do not describe clean faces or averaged (--ema)
+    weights. Here they become the plain average over `faces` (clean training images) of each
+    batch's statistics, for the weights the model holds now. Frozen layers keep theirs (Keras runs
+    them in inference mode). Returns the number of layers re-estimated.
+    """
+    norms = [
+        layer for layer in model._flatten_layers(include_self=False)
+        if isinstance(layer, layers.BatchNormalization) and layer.trainable
+    ]
+    if not norms or len(faces) == 0:
+        return 0
+    momenta = [layer.momentum for layer in norms]
+    for layer in norms:
+        layer.moving_mean.assign(np.zeros(layer.moving_mean.shape, dtype="float32"))
+        layer.moving_variance.assign(np.ones(layer.moving_variance.shape, dtype="float32"))
+    try:
+        for step, start in enumerate(range(0, len(faces), batch_size)):
+            for layer in norms:
+                layer.momentum = step / (step + 1)  # a running mean: every batch counts the same
+            model(np.asarray(faces[start : start + batch_size], dtype="float32"), training=True)
+    finally:
+        for layer, momentum in zip(norms, momenta, strict=True):
+            layer.momentum = momentum
+    return len(norms)
 
 
 def unfreeze_all(model: keras.Model) -> None:

@@ -36,7 +36,8 @@ RESULTS_START = "<!-- model-results:start -->"
 RESULTS_END = "<!-- model-results:end -->"
 # The run options a model card repeats for each training stage.
 STAGE_OPTIONS = (
-    "lr", "adam_epsilon", "ema", "batch_size", "image_size", "augment", "label_smoothing", "dropout", "class_weights",
+    "lr", "adam_epsilon", "ema", "precise_bn", "batch_size", "image_size", "augment", "label_smoothing", "dropout",
+    "class_weights",
 )
 
 
@@ -209,6 +210,8 @@ def _stage_line(number: int, stage: dict[str, Any]) -> str:
         + (", class weights" if options.get("class_weights") else "")
         + (f", Adam epsilon {epsilon}" if epsilon != DEFAULT_ADAM_EPSILON else "")
         + (f", weight moving average (momentum {options['ema']})" if options.get("ema") else "")
+        + (f", BatchNorm statistics re-estimated on {options['precise_bn']} clean training faces"
+           if options.get("precise_bn") else "")
     )
 
 

@@ -127,29 +127,62 @@ def test_fine_tuning_warms_up_and_uses_the_adam_epsilon_asked_for(folder_run: Pa
     assert optimizer.epsilon == pytest.approx(0.1)
 
 
-def test_ema_run_checkpoints_the_averaged_weights_it_validated(tiny_datasets: dict[str, Path],
-                                                                tmp_path: Path) -> None:
+def test_ema_run_validates_and_checkpoints_the_average_with_its_own_batch_norm_statistics(
+    tiny_datasets: dict[str, Path], tmp_path: Path
+) -> None:
     import keras
 
     from fer_core.model_io import load_keras_model
     from training import data as data_lib
+    from training.model import recalibrate_batch_norm
     from training.train import main
 
     rc = main(["--data", str(tiny_datasets["folder"]), *TINY, "--epochs", "2", "--no-export", "--runs-dir",
-               str(tmp_path), "--run-name", "ema", "--ema", "0.5"])
+               str(tmp_path), "--run-name", "ema", "--ema", "0.5", "--precise-bn", "32"])
     run_dir = tmp_path / "ema"
-    assert rc == 0, (run_dir / runs.LOG_FILE).read_text()
+    log_text = (run_dir / runs.LOG_FILE).read_text()
+    assert rc == 0, log_text
+    assert "BatchNorm statistics re-estimated on 32 clean training faces" in log_text
     history = runs.read_history(run_dir)
     best_row = max(history, key=lambda row: float(row["val_accuracy"]))
     saved = keras.saving.load_model(run_dir / runs.BEST_MODEL_FILE)
     assert saved.optimizer.use_ema and saved.optimizer.ema_momentum == pytest.approx(0.5)
-    # The checkpoint holds the weights that were validated (the average), not the raw ones: their
-    # val loss is the logged one.
+    # The checkpoint holds what was validated (the averaged weights, not the raw ones): the logged val loss.
     val = data_lib.load_split(tiny_datasets["folder"], "val", skip_corrupt=False, require_all_classes=False)
     val_ds = data_lib.make_dataset(val, 16, training=False)
     model = load_keras_model(run_dir / runs.BEST_MODEL_FILE)
     model.compile(loss=keras.losses.CategoricalCrossentropy(label_smoothing=0.0))
     assert model.evaluate(val_ds, verbose=0) == pytest.approx(float(best_row["val_loss"]), rel=1e-4)
+    # Its BatchNorm statistics were estimated for those averaged weights: re-estimating them on the same
+    # 32 training faces (the run's seeded pick) changes nothing.
+    train = data_lib.load_split(tiny_datasets["folder"], "train", skip_corrupt=False)
+    pick = np.random.default_rng(1234).permutation(len(train))[:32]
+    norms = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+    saved_stats = [layer.moving_variance.numpy().copy() for layer in norms]
+    assert recalibrate_batch_norm(model, train.images[pick][..., None].astype(np.float32)) == len(norms) == 94
+    for layer, before in zip(norms, saved_stats, strict=True):
+        np.testing.assert_allclose(layer.moving_variance.numpy(), before, rtol=1e-3, atol=1e-5)
+
+
+def test_precise_batch_norm_averages_each_batchs_statistics_and_leaves_frozen_layers_alone() -> None:
+    import keras
+
+    from training.model import recalibrate_batch_norm
+
+    inputs = keras.Input((3,))
+    trained = keras.layers.BatchNormalization(momentum=0.9, name="trained")
+    frozen = keras.layers.BatchNormalization(name="frozen")
+    model = keras.Model(inputs, keras.layers.Dense(2)(frozen(trained(inputs))))
+    frozen.trainable = False
+    frozen.moving_mean.assign([1.0, 2.0, 3.0])
+    rng = np.random.default_rng(0)
+    batches = [rng.normal(loc, scale, (8, 3)).astype(np.float32) for loc, scale in ((0, 1), (5, 2), (-3, 0.5))]
+
+    assert recalibrate_batch_norm(model, np.concatenate(batches), batch_size=8) == 1
+    np.testing.assert_allclose(trained.moving_mean.numpy(), np.mean([b.mean(0) for b in batches], 0), rtol=1e-5)
+    np.testing.assert_allclose(trained.moving_variance.numpy(), np.mean([b.var(0) for b in batches], 0), rtol=1e-4)
+    assert trained.momentum == 0.9  # training goes on with its own momentum
+    np.testing.assert_allclose(frozen.moving_mean.numpy(), [1.0, 2.0, 3.0])
 
 
 def test_resumed_ema_callback_swaps_the_raw_weights_back_before_training() -> None:

@@ -116,7 +116,9 @@ def test_a_fine_tuned_model_card_tells_every_training_stage(tmp_path: Path) -> N
     assert "moving average" not in card  # nor averaged weights
     training["stages"][1]["options"]["adam_epsilon"] = 0.1
     training["stages"][1]["options"]["ema"] = 0.999
-    assert "dropout 0.4, Adam epsilon 0.1, weight moving average (momentum 0.999)" in model_card(metrics)
+    training["stages"][1]["options"]["precise_bn"] = 8192
+    assert ("dropout 0.4, Adam epsilon 0.1, weight moving average (momentum 0.999), "
+            "BatchNorm statistics re-estimated on 8192 clean training faces") in model_card(metrics)
     # The next stage starts from this one's metrics and keeps the whole chain.
     assert [s["run"] for s in training_stages(training)] == ["scratch-b", "run-a"]
 

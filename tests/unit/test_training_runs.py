@@ -307,6 +307,9 @@ def test_ema_is_a_checked_run_option(tmp_path: Path) -> None:
         return prepare_run(args)[1]
 
     assert config("--run-name", "default")["ema"] == 0.0  # off unless asked for
+    assert config("--run-name", "default-bn")["precise_bn"] == 8192
+    with pytest.raises(SystemExit, match="--precise-bn must be 0"):
+        config("--run-name", "bad-bn", "--precise-bn", "-1")
     assert config("--run-name", "averaged", "--ema", "0.999")["ema"] == 0.999
     for bad in ("1", "-0.1"):
         with pytest.raises(SystemExit, match=r"--ema must be in \[0, 1\)"):
