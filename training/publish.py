@@ -191,6 +191,10 @@ def _training_summary(train: dict[str, Any]) -> tuple[list[dict[str, Any]], str]
     return stages, f"{total_epochs} epochs in {len(stages)} stage{plural}, {hours:.1f} h"
 
 
+def _points(difference: float | None) -> str:
+    return "not measured" if difference is None else f"{100 * difference:+.2f} points"
+
+
 def _int8_accuracy(lite: dict[str, Any]) -> str:
     return f"{_pct(lite['val_accuracy'])} ({100 * lite['accuracy_difference']:+.2f} points)"
 
@@ -261,9 +265,9 @@ The model ClassMood ships and uses by default (Live page, `fer_core.analyze`, `f
 ![confusion matrix on val](confusion_matrix.png)
 
 ## Files and speed
-- `model.keras`: Keras model with float16-stored weights ({metrics['files_mb'].get(KERAS_FILE)} MB);
-  loads as float32; accuracy difference from float32: {metrics['float16_weights_accuracy_difference']}.
-- `model_int8.tflite`: dynamic-range int8 LiteRT export ({metrics['files_mb'].get(TFLITE_FILE)} MB), the live path.
+- `model.keras`: Keras model with float16-stored weights ({metrics['files_mb'].get(KERAS_FILE)} MiB);
+  loads as float32; accuracy difference from float32: {_points(metrics['float16_weights_accuracy_difference'])}.
+- `model_int8.tflite`: dynamic-range int8 LiteRT export ({metrics['files_mb'].get(TFLITE_FILE)} MiB), the live path.
 - ms per face, LiteRT int8: {_latency_line(lite['ms_per_face'])}.
 - ms per face, Keras: {_latency_line(metrics['keras_ms_per_face'])}.
   (Timed on a shared 2-core machine, load average {metrics['load_average_during_timing']}.)

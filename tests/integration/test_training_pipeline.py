@@ -22,7 +22,11 @@ from training import runs
 
 pytestmark = pytest.mark.slow
 
-TINY = ["--epochs", "1", "--batch-size", "16", "--image-size", "75", "--weights", "none", "--augment", "light"]
+# --precise-bn 0: the export tests bound float16 and int8 differences on a 1-epoch model, and BatchNorm statistics
+# re-estimated on its 42 faces make it ill-conditioned (near-constant channels get a 1/sqrt(epsilon) gain).
+# The option has its own test; the shipped model's export differences are measured in its model card.
+TINY = ["--epochs", "1", "--batch-size", "16", "--image-size", "75", "--weights", "none", "--augment", "light",
+        "--precise-bn", "0"]
 
 
 def history_epochs(run_dir: Path) -> list[int]:

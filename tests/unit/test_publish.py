@@ -52,7 +52,7 @@ def _run(tmp_path: Path) -> Path:
 def test_metrics_and_card_carry_the_measured_figures(tmp_path: Path) -> None:
     run = _run(tmp_path)
     export = {"latency_ms": {"litert": {"32": {"ms_per_face": 0.9}}, "keras": {"32": {"ms_per_face": 4.1}}},
-              "half_accuracy_difference": 0.0, "files": {"model.keras": {"mb": 42.7}, "model.h5": {"mb": 84}},
+              "half_accuracy_difference": 0.000279, "files": {"model.keras": {"mb": 42.7}, "model.h5": {"mb": 84}},
               "load_average_1m": 2.5}
     metrics = build_metrics(run, _report(0.612), _report(0.611), export)
     assert metrics["val"]["accuracy"] == 0.612
@@ -65,6 +65,7 @@ def test_metrics_and_card_carry_the_measured_figures(tmp_path: Path) -> None:
     assert "**61.2%**" in card and "61.1% (-0.10 points)" in card
     assert "| disgust | 51.0% | 41.0% |" in card
     assert "batch 32: 0.90 ms" in card
+    assert "(42.7 MiB);\n  loads as float32; accuracy difference from float32: +0.03 points." in card
     assert "PrivateTest split was never used" in card
 
 
