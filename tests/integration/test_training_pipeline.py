@@ -191,7 +191,6 @@ def test_precise_batch_norm_averages_each_batchs_statistics_and_leaves_frozen_la
 
 def test_resumed_ema_callback_swaps_the_raw_weights_back_before_training() -> None:
     import keras
-    import numpy as np
 
     from training.callbacks import ResumableSwapEMAWeights
 

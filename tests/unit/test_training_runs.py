@@ -301,19 +301,20 @@ def test_promote_refuses_unfinished_runs_and_runs_without_export(runs_dir: Path,
     assert settings.active_model_dir() == settings.shipped_model_dir
 
 
-def test_ema_is_a_checked_run_option(tmp_path: Path) -> None:
+def test_ema_and_precise_bn_are_checked_run_options(tmp_path: Path) -> None:
     def config(*extra: str) -> dict:
         args = build_parser().parse_args(["--data", str(tmp_path), "--runs-dir", str(tmp_path / "runs"), *extra])
         return prepare_run(args)[1]
 
-    assert config("--run-name", "default")["ema"] == 0.0  # off unless asked for
-    assert config("--run-name", "default-bn")["precise_bn"] == 8192
-    with pytest.raises(SystemExit, match="--precise-bn must be 0"):
-        config("--run-name", "bad-bn", "--precise-bn", "-1")
+    defaults = config("--run-name", "default")
+    assert defaults["ema"] == 0.0  # off unless asked for
+    assert defaults["precise_bn"] == 8192  # on unless turned off
     assert config("--run-name", "averaged", "--ema", "0.999")["ema"] == 0.999
     for bad in ("1", "-0.1"):
         with pytest.raises(SystemExit, match=r"--ema must be in \[0, 1\)"):
             config("--run-name", "bad", "--ema", bad)
+    with pytest.raises(SystemExit, match="--precise-bn must be 0"):
+        config("--run-name", "bad-bn", "--precise-bn", "-1")
 
 
 def test_adam_epsilon_is_a_checked_run_option(tmp_path: Path) -> None:
