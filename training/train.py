@@ -27,6 +27,7 @@ import argparse
 import contextlib
 import logging
 import os
+import secrets
 import shutil
 import signal
 import sys
@@ -109,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--skip-corrupt", action="store_true", help="skip unreadable images with a warning")
     parser.add_argument("--limit", type=int, default=0, help="use at most N training images (smoke tests)")
     parser.add_argument("--no-export", action="store_true", help="skip evaluation and export at the end")
-    parser.add_argument("--seed", type=int, default=1234, help="random seed")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="random seed (default: a new one for each run, recorded in its config.json)")
     return parser
 
 
@@ -149,7 +151,9 @@ def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "skip_corrupt": args.skip_corrupt,
         "limit": args.limit,
         "export": not args.no_export,
-        "seed": args.seed,
+        # A fixed default made every run (and every --init-from stage) replay the same shuffles and
+        # augmentations epoch by epoch, so later stages kept seeing views they had already fitted.
+        "seed": args.seed if args.seed is not None else secrets.randbelow(2**31),
     }
 
 
@@ -251,6 +255,11 @@ def _completed_epochs(run_dir: Path, phase: str, floor: int) -> int:
     return floor if done is None else max(done, floor)
 
 
+def data_seed(run_dir: Path, seed: int) -> int:
+    """The seed for shuffling and augmentation: a resumed run goes on with fresh epochs, not its first ones again."""
+    return seed + max(_completed_epochs(run_dir, phase, 0) for phase in ("head", "finetune", "all"))
+
+
 def train(run_dir: Path, config: dict[str, Any], stop: StopRequested) -> dict[str, Any]:
     import keras
     import numpy as np
@@ -268,7 +277,7 @@ def train(run_dir: Path, config: dict[str, Any], stop: StopRequested) -> dict[st
         TrainingStopped,
     )
 
-    keras.utils.set_random_seed(config["seed"])
+    keras.utils.set_random_seed(data_seed(run_dir, config["seed"]))
     t0 = time.monotonic()
     train_data = data_lib.load_split(config["data"], config["train_split"], skip_corrupt=config["skip_corrupt"])
     val_data = data_lib.load_split(
@@ -283,7 +292,8 @@ def train(run_dir: Path, config: dict[str, Any], stop: StopRequested) -> dict[st
         len(train_data), len(val_data), time.monotonic() - t0, train_data.class_counts(),
     )
     train_ds = data_lib.make_dataset(
-        train_data, config["batch_size"], training=True, augment=config["augment"], seed=config["seed"]
+        train_data, config["batch_size"], training=True, augment=config["augment"],
+        seed=data_seed(run_dir, config["seed"]),
     )
     val_ds = data_lib.make_dataset(val_data, config["batch_size"], training=False)
     steps = int(np.ceil(len(train_data) / config["batch_size"]))

@@ -160,7 +160,8 @@ def test_ema_run_validates_and_checkpoints_the_average_with_its_own_batch_norm_s
     # Its BatchNorm statistics were estimated for those averaged weights: re-estimating them on the same
     # 32 training faces (the run's seeded pick) changes nothing.
     train = data_lib.load_split(tiny_datasets["folder"], "train", skip_corrupt=False)
-    pick = np.random.default_rng(1234).permutation(len(train))[:32]
+    seed = runs.read_json(run_dir / runs.CONFIG_FILE)["seed"]
+    pick = np.random.default_rng(seed).permutation(len(train))[:32]
     norms = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
     saved_stats = [layer.moving_variance.numpy().copy() for layer in norms]
     assert recalibrate_batch_norm(model, train.images[pick][..., None].astype(np.float32)) == len(norms) == 94

@@ -317,6 +317,26 @@ def test_ema_and_precise_bn_are_checked_run_options(tmp_path: Path) -> None:
         config("--run-name", "bad-bn", "--precise-bn", "-1")
 
 
+def test_each_run_gets_its_own_recorded_seed_and_a_resumed_run_moves_on(tmp_path: Path) -> None:
+    from training.train import data_seed
+
+    def config(*extra: str) -> dict:
+        args = build_parser().parse_args(["--data", str(tmp_path), "--runs-dir", str(tmp_path / "runs"), *extra])
+        return prepare_run(args)[1]
+
+    first, second = config("--run-name", "one")["seed"], config("--run-name", "two")["seed"]
+    assert first != second  # stages started with --init-from do not replay each other's epochs
+    assert runs.read_json(tmp_path / "runs" / "one" / runs.CONFIG_FILE)["seed"] == first
+    assert config("--run-name", "fixed", "--seed", "7")["seed"] == 7
+    run_dir = tmp_path / "runs" / "fixed"
+    assert data_seed(run_dir, 7) == 7
+    backup = run_dir / "backup" / "all"
+    backup.mkdir(parents=True)
+    (backup / "latest.weights.h5").write_bytes(b"")
+    (backup / "training_metadata.json").write_text('{"epoch": 3, "batch": 0}')
+    assert data_seed(run_dir, 7) == 10  # resumed after epoch 3: fresh shuffles and augmentations
+
+
 def test_adam_epsilon_is_a_checked_run_option(tmp_path: Path) -> None:
     def config(*extra: str) -> dict:
         args = build_parser().parse_args(["--data", str(tmp_path), "--runs-dir", str(tmp_path / "runs"), *extra])
