@@ -277,7 +277,8 @@ def train(run_dir: Path, config: dict[str, Any], stop: StopRequested) -> dict[st
         TrainingStopped,
     )
 
-    keras.utils.set_random_seed(data_seed(run_dir, config["seed"]))
+    shuffle_seed = data_seed(run_dir, config["seed"])
+    keras.utils.set_random_seed(shuffle_seed)
     t0 = time.monotonic()
     train_data = data_lib.load_split(config["data"], config["train_split"], skip_corrupt=config["skip_corrupt"])
     val_data = data_lib.load_split(
@@ -293,7 +294,7 @@ def train(run_dir: Path, config: dict[str, Any], stop: StopRequested) -> dict[st
     )
     train_ds = data_lib.make_dataset(
         train_data, config["batch_size"], training=True, augment=config["augment"],
-        seed=data_seed(run_dir, config["seed"]),
+        seed=shuffle_seed,
     )
     val_ds = data_lib.make_dataset(val_data, config["batch_size"], training=False)
     steps = int(np.ceil(len(train_data) / config["batch_size"]))
