@@ -206,9 +206,12 @@ def _stage_line(number: int, stage: dict[str, Any]) -> str:
     if number == 1 and stage.get("init_from"):
         start = f"from `{Path(stage['init_from']).name}` (its training is not recorded)"
     hours = (stage.get("training_time_s") or 0) / 3600
+    size = options.get("image_size")  # stages may differ: a later one can fine-tune at a larger input
     return (
         f"{number}. run `{stage.get('run')}`, {start}: {stage.get('epochs_trained')} epochs "
-        f"(best: epoch {stage.get('best_epoch')}), {hours:.1f} h; learning rate {options.get('lr')}, "
+        f"(best: epoch {stage.get('best_epoch')}), {hours:.1f} h; "
+        + (f"input {size} px, " if size else "")
+        + f"learning rate {options.get('lr')}, "
         f"batch {options.get('batch_size')}, augmentation `{options.get('augment')}`, "
         f"label smoothing {options.get('label_smoothing')}, dropout {options.get('dropout')}"
         + (", class weights" if options.get("class_weights") else "")

@@ -115,6 +115,9 @@ def test_a_fine_tuned_model_card_tells_every_training_stage(tmp_path: Path) -> N
     assert "2. run `run-a`, from the stage above: 3 epochs (best: epoch 2)" in card
     assert "Adam epsilon" not in card  # neither stage changed Keras' default (the first predates the option)
     assert "moving average" not in card  # nor averaged weights
+    assert "3 epochs (best: epoch 2), 0.0 h; input 75 px, learning rate 0.00015," in card
+    training["stages"][1]["options"]["image_size"] = 96  # a stage that fine-tuned at a larger input
+    assert "3 epochs (best: epoch 2), 0.0 h; input 96 px, learning rate 0.00015," in model_card(metrics)
     training["stages"][1]["options"]["adam_epsilon"] = 0.1
     training["stages"][1]["options"]["ema"] = 0.999
     training["stages"][1]["options"]["precise_bn"] = 8192
