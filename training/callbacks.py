@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -107,8 +108,8 @@ class LinearWarmup(keras.callbacks.Callback):
 
     Adam's first steps move every weight by about the learning rate, whatever its gradient: a
     freshly initialised InceptionV3 diverges easily, and a trained one (--init-from, no warm-up)
-    lost 6-7 val points in its first epoch. After the warm-up, ReduceLROnPlateau owns the learning
-    rate. On resume past the warm-up it does nothing.
+    lost 6-7 val points in its first epoch. After the warm-up, the schedule (ReduceLROnPlateau or
+    CosineDecay) owns the learning rate. On resume past the warm-up it does nothing.
     """
 
     def __init__(self, target_lr: float, warmup_steps: int, steps_per_epoch: int) -> None:
@@ -128,6 +129,37 @@ class LinearWarmup(keras.callbacks.Callback):
             self.model.optimizer.learning_rate.assign(self.target_lr * fraction)
         elif step == self.warmup_steps:
             self.model.optimizer.learning_rate.assign(self.target_lr)
+
+
+class CosineDecay(keras.callbacks.Callback):
+    """Sets the learning rate each batch on a half cosine from `base_lr` down to `min_lr`.
+
+    The decay runs from global step `start_step` (the end of any warm-up, which owns the steps before
+    it) to `end_step` (the phase's last epoch), where it reaches `min_lr`. The rate is a function
+    of the step alone, so a resumed run goes on exactly where it stopped.
+    """
+
+    def __init__(self, base_lr: float, min_lr: float, start_step: int, end_step: int, steps_per_epoch: int) -> None:
+        super().__init__()
+        self.base_lr = base_lr
+        self.min_lr = min_lr
+        self.start_step = start_step
+        self.end_step = end_step
+        self.steps_per_epoch = steps_per_epoch
+        self._epoch = 0
+
+    def lr_at(self, step: int) -> float:
+        span = self.end_step - self.start_step  # <= 0: a phase no longer than its warm-up
+        progress = min(1.0, (step - self.start_step) / span) if span > 0 else 1.0
+        return self.min_lr + 0.5 * (self.base_lr - self.min_lr) * (1.0 + math.cos(math.pi * progress))
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._epoch = epoch
+
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        step = self._epoch * self.steps_per_epoch + batch
+        if step >= self.start_step:
+            self.model.optimizer.learning_rate.assign(self.lr_at(step))
 
 
 class ResumableSwapEMAWeights(keras.callbacks.SwapEMAWeights):

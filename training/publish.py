@@ -24,7 +24,7 @@ from fer_core.emotions import EMOTIONS
 from fer_core.model_io import KERAS_FILE, TFLITE_FILE
 from fer_core.settings import get_settings
 from training import runs
-from training.train import DEFAULT_ADAM_EPSILON
+from training.train import DEFAULT_ADAM_EPSILON, MIN_LR
 
 MIN_GAIN = 0.01
 METRICS_FILE = "metrics.json"
@@ -36,8 +36,8 @@ RESULTS_START = "<!-- model-results:start -->"
 RESULTS_END = "<!-- model-results:end -->"
 # The run options a model card repeats for each training stage.
 STAGE_OPTIONS = (
-    "lr", "adam_epsilon", "ema", "precise_bn", "batch_size", "image_size", "augment", "label_smoothing", "dropout",
-    "class_weights",
+    "lr", "lr_schedule", "adam_epsilon", "ema", "precise_bn", "batch_size", "image_size", "augment",
+    "label_smoothing", "dropout", "class_weights",
 )
 
 
@@ -211,7 +211,9 @@ def _stage_line(number: int, stage: dict[str, Any]) -> str:
         f"{number}. run `{stage.get('run')}`, {start}: {stage.get('epochs_trained')} epochs "
         f"(best: epoch {stage.get('best_epoch')}), {hours:.1f} h; "
         + (f"input {size} px, " if size else "")
-        + f"learning rate {options.get('lr')}, "
+        + f"learning rate {options.get('lr')}"
+        + (f" with cosine decay to {MIN_LR:g}" if options.get("lr_schedule") == "cosine" else "")
+        + ", "
         f"batch {options.get('batch_size')}, augmentation `{options.get('augment')}`, "
         f"label smoothing {options.get('label_smoothing')}, dropout {options.get('dropout')}"
         + (", class weights" if options.get("class_weights") else "")
@@ -230,6 +232,8 @@ def model_card(metrics: dict[str, Any]) -> str:
     )
     stages, summary = _training_summary(train)
     stage_lines = "\n".join(_stage_line(i, stage) for i, stage in enumerate(stages, start=1))
+    cosine = any((stage.get("options") or {}).get("lr_schedule") == "cosine" for stage in stages)
+    lr_rule = "ReduceLROnPlateau or, where a stage says so, cosine decay" if cosine else "ReduceLROnPlateau"
     scratch_note = " (no ImageNet weights could be had on the training machine)" * (
         metrics["weights_init"] == "from scratch"
     )
@@ -245,7 +249,7 @@ The model ClassMood ships and uses by default (Live page, `fer_core.analyze`, `f
 ## Training
 - Weights: {metrics['weights_init']}{scratch_note};
   input {metrics['image_size']}x{metrics['image_size']} (48x48 faces upscaled inside the model).
-- {summary} on 2 CPU cores; Adam, ReduceLROnPlateau,
+- {summary} on 2 CPU cores; Adam, {lr_rule},
   the best epoch on val kept. Each stage after the first continued from the previous stage's best model
   with a fresh optimizer (`python -m training.train --init-from ...`):
 

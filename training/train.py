@@ -8,7 +8,8 @@ Every run lives in its own directory (see training.runs). The recipe:
 - ImageNet weights when they can be had: train the head, then unfreeze the top blocks at lr/10;
 - otherwise from scratch: everything trains, with a short learning-rate warm-up;
 - Adam, Keras augmentation layers on training batches, optional class weights and label smoothing;
-- ReduceLROnPlateau, ModelCheckpoint (best val accuracy), EarlyStopping, CSVLogger,
+- ReduceLROnPlateau (or, with --lr-schedule cosine, a cosine decay over the run's epochs),
+  ModelCheckpoint (best val accuracy), EarlyStopping, CSVLogger,
   BackupAndRestore and a JSON-lines progress log;
 - optionally (--ema) an exponential moving average of the weights, which is what gets validated,
   checkpointed and exported;
@@ -57,7 +58,10 @@ DEFAULT_EMA_MOMENTUM = 0.0
 DEFAULT_PRECISE_BN_IMAGES = 8192
 REDUCE_LR_FACTOR = 0.5
 REDUCE_LR_PATIENCE = 2
-MIN_LR = 1e-6
+MIN_LR = 1e-6  # ReduceLROnPlateau's floor, and where the cosine schedule ends
+# plateau: halve the rate when val accuracy stalls (the classic recipe; a run's length can be open).
+# cosine: decay to MIN_LR by the last epoch, for a run whose epochs fit the time there is.
+LR_SCHEDULES = ("plateau", "cosine")
 EARLY_STOP_PATIENCE = 8
 PROGRESS_EVERY_N_BATCHES = 20
 BACKUP_DIR = "backup"
@@ -80,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="images per training step")
     parser.add_argument("--lr", type=float, default=DEFAULT_LR, help="Adam learning rate")
+    parser.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="plateau",
+                        help="plateau: halve the rate when val accuracy stalls for "
+                             f"{REDUCE_LR_PATIENCE} epochs; cosine: decay it to {MIN_LR:g} by the last epoch "
+                             "(a resume with a new --epochs stretches the curve)")
     parser.add_argument("--adam-epsilon", type=float, default=DEFAULT_ADAM_EPSILON,
                         help="Adam epsilon (larger = steadier, smaller steps)")
     parser.add_argument("--ema", type=float, default=DEFAULT_EMA_MOMENTUM, metavar="MOMENTUM",
@@ -135,6 +143,7 @@ def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "epochs": args.epochs,
         "batch_size": args.batch_size,
         "lr": args.lr,
+        "lr_schedule": args.lr_schedule,
         "adam_epsilon": args.adam_epsilon,
         "ema": args.ema,
         "precise_bn": args.precise_bn,
@@ -268,6 +277,7 @@ def train(run_dir: Path, config: dict[str, Any], stop: StopRequested) -> dict[st
     from training import data as data_lib
     from training import model as model_lib
     from training.callbacks import (
+        CosineDecay,
         LinearWarmup,
         PreciseBatchNorm,
         ProgressWriter,
@@ -347,10 +357,7 @@ def train(run_dir: Path, config: dict[str, Any], stop: StopRequested) -> dict[st
                 str(run_dir / runs.BEST_MODEL_FILE), monitor="val_accuracy", mode="max", save_best_only=True,
                 initial_value_threshold=runs.best_logged(run_dir, "val_accuracy"),  # resume: keep a better best
             ),
-            keras.callbacks.ReduceLROnPlateau(
-                monitor="val_accuracy", mode="max", factor=REDUCE_LR_FACTOR,
-                patience=REDUCE_LR_PATIENCE, min_lr=MIN_LR, verbose=1,
-            ),
+            schedule(phase, lr, warmup),
             keras.callbacks.EarlyStopping(
                 monitor="val_accuracy", mode="max", patience=EARLY_STOP_PATIENCE, restore_best_weights=False
             ),
@@ -361,12 +368,22 @@ def train(run_dir: Path, config: dict[str, Any], stop: StopRequested) -> dict[st
             keras.callbacks.BackupAndRestore(str(run_dir / BACKUP_DIR / phase), double_checkpoint=True),
         ]
         if warmup:
-            cbs.insert(1, LinearWarmup(lr, WARMUP_EPOCHS * steps, steps))
+            cbs.insert(1, LinearWarmup(lr, warmup_steps, steps))
         if precise_bn_faces is not None:  # before ModelCheckpoint, after the EMA swap
             cbs.insert(1, PreciseBatchNorm(precise_bn_faces))
         if ema:  # before ModelCheckpoint: the checkpoint and the backup hold the averaged weights
             cbs.insert(1, ResumableSwapEMAWeights(restored_from_backup=resumed))
         return cbs
+
+    def schedule(phase: str, lr: float, warmup: bool) -> keras.callbacks.Callback:
+        # Runs from before --lr-schedule resume with the plateau rule they were started with.
+        if config.get("lr_schedule", "plateau") == "cosine":
+            start = phase_start[phase] * steps + (warmup_steps if warmup else 0)
+            return CosineDecay(lr, MIN_LR, start, phase_end[phase] * steps, steps)
+        return keras.callbacks.ReduceLROnPlateau(
+            monitor="val_accuracy", mode="max", factor=REDUCE_LR_FACTOR,
+            patience=REDUCE_LR_PATIENCE, min_lr=MIN_LR, verbose=1,
+        )
 
     def fit(phase: str, *, initial_epoch: int, lr: float, warmup: bool) -> None:
         completed = _completed_epochs(run_dir, phase, initial_epoch)
@@ -393,7 +410,9 @@ def train(run_dir: Path, config: dict[str, Any], stop: StopRequested) -> dict[st
     epochs = config["epochs"]
     lr = config["lr"]
     head_epochs = min(config["head_epochs"], epochs) if pretrained else 0
+    phase_start = {"head": 0, "finetune": head_epochs, "all": 0}
     phase_end = {"head": head_epochs, "finetune": epochs, "all": epochs}
+    warmup_steps = WARMUP_EPOCHS * steps
 
     try:
         if pretrained:

@@ -112,21 +112,24 @@ def test_csv_format_trains_too(tiny_datasets: dict[str, Path], tmp_path: Path) -
     assert (run_dir / runs.BEST_MODEL_FILE).is_file() and not (run_dir / runs.EXPORT_DIR).exists()
 
 
-def test_fine_tuning_warms_up_and_uses_the_adam_epsilon_asked_for(folder_run: Path, tiny_datasets: dict[str, Path],
-                                                                  tmp_path: Path) -> None:
+def test_fine_tuning_warms_up_then_decays_on_a_cosine_with_the_adam_epsilon_asked_for(
+    folder_run: Path, tiny_datasets: dict[str, Path], tmp_path: Path
+) -> None:
     import keras
 
     from training.train import main
 
-    rc = main(["--data", str(tiny_datasets["folder"]), *TINY, "--no-export", "--runs-dir", str(tmp_path),
-               "--run-name", "ft", "--init-from", str(folder_run / runs.BEST_MODEL_FILE),
-               "--lr", "1e-4", "--adam-epsilon", "0.1"])
+    rc = main(["--data", str(tiny_datasets["folder"]), *TINY, "--epochs", "2", "--no-export", "--runs-dir",
+               str(tmp_path), "--run-name", "ft", "--init-from", str(folder_run / runs.BEST_MODEL_FILE),
+               "--lr", "1e-4", "--adam-epsilon", "0.1", "--lr-schedule", "cosine"])
     run_dir = tmp_path / "ft"
     assert rc == 0, (run_dir / runs.LOG_FILE).read_text()
     assert "initialised from" in (run_dir / runs.LOG_FILE).read_text()
-    # 42 images in batches of 16: 3 steps, all in the warm-up, so the last one ran at 0.1 + 0.9 * 2/3 of 1e-4.
-    last_batch = [r for r in runs.read_progress(run_dir) if r["kind"] == "batch"][-1]
-    assert last_batch["step"] == 3 and last_batch["lr"] == pytest.approx(7e-5, rel=1e-3)
+    assert runs.read_json(run_dir / runs.CONFIG_FILE)["lr_schedule"] == "cosine"
+    # 42 images in batches of 16: 3 steps an epoch. Epoch 1 is the warm-up, so its last step ran at
+    # 0.1 + 0.9 * 2/3 of 1e-4. The cosine then spans steps 3..6: step 5 is 2/3 of the way down to 1e-6.
+    last_steps = [(r["epoch"], r["step"], r["lr"]) for r in runs.read_progress(run_dir) if r["kind"] == "batch"]
+    assert last_steps == [(1, 3, pytest.approx(7e-5, rel=1e-3)), (2, 3, pytest.approx(2.575e-5, rel=1e-3))]
     optimizer = keras.saving.load_model(run_dir / runs.BEST_MODEL_FILE).optimizer
     assert optimizer.epsilon == pytest.approx(0.1)
 
@@ -188,6 +191,30 @@ def test_precise_batch_norm_averages_each_batchs_statistics_and_leaves_frozen_la
     np.testing.assert_allclose(trained.moving_variance.numpy(), np.mean([b.var(0) for b in batches], 0), rtol=1e-4)
     assert trained.momentum == 0.9  # training goes on with its own momentum
     np.testing.assert_allclose(frozen.moving_mean.numpy(), [1.0, 2.0, 3.0])
+
+
+def test_cosine_decay_goes_from_the_base_rate_to_the_floor_and_leaves_the_warm_up_alone() -> None:
+    import keras
+
+    from training.callbacks import CosineDecay
+
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.Adam(0.5), loss="mse")
+    decay = CosineDecay(base_lr=1e-3, min_lr=1e-5, start_step=10, end_step=30, steps_per_epoch=10)
+    decay.set_model(model)
+
+    def lr_at(epoch: int, batch: int) -> float:
+        decay.on_epoch_begin(epoch)
+        decay.on_train_batch_begin(batch)
+        return float(model.optimizer.learning_rate.numpy())
+
+    assert lr_at(0, 9) == 0.5  # step 9 belongs to the warm-up: untouched
+    assert lr_at(1, 0) == pytest.approx(1e-3)
+    assert lr_at(2, 0) == pytest.approx((1e-3 + 1e-5) / 2)  # half way
+    assert lr_at(2, 5) < lr_at(1, 5)
+    assert decay.lr_at(30) == decay.lr_at(99) == pytest.approx(1e-5)  # the floor at the end and after
+    # A phase no longer than its warm-up has no decay steps; it does not divide by zero.
+    assert CosineDecay(1e-3, 1e-5, start_step=3, end_step=3, steps_per_epoch=3).lr_at(3) == pytest.approx(1e-5)
 
 
 def test_resumed_ema_callback_swaps_the_raw_weights_back_before_training() -> None:

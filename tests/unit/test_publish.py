@@ -118,6 +118,12 @@ def test_a_fine_tuned_model_card_tells_every_training_stage(tmp_path: Path) -> N
     assert "3 epochs (best: epoch 2), 0.0 h; input 75 px, learning rate 0.00015," in card
     training["stages"][1]["options"]["image_size"] = 96  # a stage that fine-tuned at a larger input
     assert "3 epochs (best: epoch 2), 0.0 h; input 96 px, learning rate 0.00015," in model_card(metrics)
+    assert "Adam, ReduceLROnPlateau,\n" in card and "cosine" not in card
+    training["stages"][1]["options"]["lr_schedule"] = "cosine"
+    cosine_card = model_card(metrics)
+    assert "input 96 px, learning rate 0.00015 with cosine decay to 1e-06, batch 64" in cosine_card
+    assert "Adam, ReduceLROnPlateau or, where a stage says so, cosine decay," in cosine_card
+    assert cosine_card.count("cosine decay to") == 1  # the first stage kept the plateau rule
     training["stages"][1]["options"]["adam_epsilon"] = 0.1
     training["stages"][1]["options"]["ema"] = 0.999
     training["stages"][1]["options"]["precise_bn"] = 8192
