@@ -103,7 +103,31 @@ def _num(logs: dict | None, key: str) -> float | None:
     return float(logs[key])
 
 
-class LinearWarmup(keras.callbacks.Callback):
+class StepLearningRate(keras.callbacks.Callback):
+    """Base for schedules that set the learning rate before each batch from the global step alone.
+
+    A function of the step, not of what came before, so a resumed run goes on exactly where it stopped.
+    """
+
+    def __init__(self, steps_per_epoch: int) -> None:
+        super().__init__()
+        self.steps_per_epoch = steps_per_epoch
+        self._epoch = 0
+
+    def lr_at(self, step: int) -> float | None:
+        """The rate for global step `step`, or None to leave the current rate alone."""
+        raise NotImplementedError
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._epoch = epoch
+
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        lr = self.lr_at(self._epoch * self.steps_per_epoch + batch)
+        if lr is not None:
+            self.model.optimizer.learning_rate.assign(lr)
+
+
+class LinearWarmup(StepLearningRate):
     """Ramps the learning rate from `target/10` to `target` over the first `warmup_steps`.
 
     Adam's first steps move every weight by about the learning rate, whatever its gradient: a
@@ -113,53 +137,38 @@ class LinearWarmup(keras.callbacks.Callback):
     """
 
     def __init__(self, target_lr: float, warmup_steps: int, steps_per_epoch: int) -> None:
-        super().__init__()
+        super().__init__(steps_per_epoch)
         self.target_lr = target_lr
         self.warmup_steps = warmup_steps
-        self.steps_per_epoch = steps_per_epoch
-        self._epoch = 0
 
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self._epoch = epoch
-
-    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
-        step = self._epoch * self.steps_per_epoch + batch
-        if step < self.warmup_steps:
-            fraction = 0.1 + 0.9 * step / self.warmup_steps
-            self.model.optimizer.learning_rate.assign(self.target_lr * fraction)
-        elif step == self.warmup_steps:
-            self.model.optimizer.learning_rate.assign(self.target_lr)
+    def lr_at(self, step: int) -> float | None:
+        if step > self.warmup_steps:
+            return None
+        if step == self.warmup_steps:
+            return self.target_lr
+        return self.target_lr * (0.1 + 0.9 * step / self.warmup_steps)
 
 
-class CosineDecay(keras.callbacks.Callback):
-    """Sets the learning rate each batch on a half cosine from `base_lr` down to `min_lr`.
+class CosineDecay(StepLearningRate):
+    """A half cosine from `base_lr` at global step `start_step` down to `min_lr` at `end_step`.
 
-    The decay runs from global step `start_step` (the end of any warm-up, which owns the steps before
-    it) to `end_step` (the phase's last epoch), where it reaches `min_lr`. The rate is a function
-    of the step alone, so a resumed run goes on exactly where it stopped.
+    `start_step` is the end of any warm-up, which owns the steps before it; `end_step` is the end
+    of the phase's last epoch.
     """
 
     def __init__(self, base_lr: float, min_lr: float, start_step: int, end_step: int, steps_per_epoch: int) -> None:
-        super().__init__()
+        super().__init__(steps_per_epoch)
         self.base_lr = base_lr
         self.min_lr = min_lr
         self.start_step = start_step
         self.end_step = end_step
-        self.steps_per_epoch = steps_per_epoch
-        self._epoch = 0
 
-    def lr_at(self, step: int) -> float:
+    def lr_at(self, step: int) -> float | None:
+        if step < self.start_step:
+            return None
         span = self.end_step - self.start_step  # <= 0: a phase no longer than its warm-up
         progress = min(1.0, (step - self.start_step) / span) if span > 0 else 1.0
         return self.min_lr + 0.5 * (self.base_lr - self.min_lr) * (1.0 + math.cos(math.pi * progress))
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self._epoch = epoch
-
-    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
-        step = self._epoch * self.steps_per_epoch + batch
-        if step >= self.start_step:
-            self.model.optimizer.learning_rate.assign(self.lr_at(step))
 
 
 class ResumableSwapEMAWeights(keras.callbacks.SwapEMAWeights):

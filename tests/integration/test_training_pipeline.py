@@ -196,7 +196,10 @@ def test_precise_batch_norm_averages_each_batchs_statistics_and_leaves_frozen_la
 def test_cosine_decay_goes_from_the_base_rate_to_the_floor_and_leaves_the_warm_up_alone() -> None:
     import keras
 
-    from training.callbacks import CosineDecay
+    from training.callbacks import CosineDecay, LinearWarmup
+
+    warmup = LinearWarmup(1e-3, warmup_steps=10, steps_per_epoch=5)
+    assert [warmup.lr_at(step) for step in (0, 5, 10, 11)] == [pytest.approx(1e-4), pytest.approx(5.5e-4), 1e-3, None]
 
     model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
     model.compile(optimizer=keras.optimizers.Adam(0.5), loss="mse")
