@@ -213,8 +213,7 @@ def _stage_line(number: int, stage: dict[str, Any]) -> str:
         + (f"input {size} px, " if size else "")
         + f"learning rate {options.get('lr')}"
         + (f" with cosine decay to {MIN_LR:g}" if options.get("lr_schedule") == "cosine" else "")
-        + ", "
-        f"batch {options.get('batch_size')}, augmentation `{options.get('augment')}`, "
+        + f", batch {options.get('batch_size')}, augmentation `{options.get('augment')}`, "
         f"label smoothing {options.get('label_smoothing')}, dropout {options.get('dropout')}"
         + (", class weights" if options.get("class_weights") else "")
         + (f", Adam epsilon {epsilon}" if epsilon != DEFAULT_ADAM_EPSILON else "")

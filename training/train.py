@@ -346,7 +346,7 @@ def train(run_dir: Path, config: dict[str, Any], stop: StopRequested) -> dict[st
         model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
 
     def callbacks_for(
-        phase: str, epochs: int, lr: float, warmup: bool, resumed: bool
+        phase: str, initial_epoch: int, lr: float, warmup: bool, resumed: bool
     ) -> list[keras.callbacks.Callback]:
         # Order matters: logs are written before the backup, so a kill between the two can only
         # leave an extra logged epoch (trimmed on resume), never a backed-up epoch missing from
@@ -357,7 +357,7 @@ def train(run_dir: Path, config: dict[str, Any], stop: StopRequested) -> dict[st
                 str(run_dir / runs.BEST_MODEL_FILE), monitor="val_accuracy", mode="max", save_best_only=True,
                 initial_value_threshold=runs.best_logged(run_dir, "val_accuracy"),  # resume: keep a better best
             ),
-            schedule(phase, lr, warmup),
+            schedule(initial_epoch, phase_end[phase], lr, warmup),
             keras.callbacks.EarlyStopping(
                 monitor="val_accuracy", mode="max", patience=EARLY_STOP_PATIENCE, restore_best_weights=False
             ),
@@ -375,11 +375,11 @@ def train(run_dir: Path, config: dict[str, Any], stop: StopRequested) -> dict[st
             cbs.insert(1, ResumableSwapEMAWeights(restored_from_backup=resumed))
         return cbs
 
-    def schedule(phase: str, lr: float, warmup: bool) -> keras.callbacks.Callback:
+    def schedule(first_epoch: int, end_epoch: int, lr: float, warmup: bool) -> keras.callbacks.Callback:
         # Runs from before --lr-schedule resume with the plateau rule they were started with.
         if config.get("lr_schedule", "plateau") == "cosine":
-            start = phase_start[phase] * steps + (warmup_steps if warmup else 0)
-            return CosineDecay(lr, MIN_LR, start, phase_end[phase] * steps, steps)
+            start = first_epoch * steps + (warmup_steps if warmup else 0)
+            return CosineDecay(lr, MIN_LR, start, end_epoch * steps, steps)
         return keras.callbacks.ReduceLROnPlateau(
             monitor="val_accuracy", mode="max", factor=REDUCE_LR_FACTOR,
             patience=REDUCE_LR_PATIENCE, min_lr=MIN_LR, verbose=1,
@@ -391,7 +391,7 @@ def train(run_dir: Path, config: dict[str, Any], stop: StopRequested) -> dict[st
         if completed > initial_epoch:
             log.info("phase %s: resuming after epoch %d of %d", phase, completed, epochs)
             runs.update_status(run_dir, "running", resumed_from_epoch=completed)
-        cbs = callbacks_for(phase, epochs, lr, warmup, resumed=completed > initial_epoch)
+        cbs = callbacks_for(phase, initial_epoch, lr, warmup, resumed=completed > initial_epoch)
         # Keras keeps the epoch a previous fit's BackupAndRestore restored on the model; forget it.
         model._initial_epoch = None
         try:
@@ -410,7 +410,6 @@ def train(run_dir: Path, config: dict[str, Any], stop: StopRequested) -> dict[st
     epochs = config["epochs"]
     lr = config["lr"]
     head_epochs = min(config["head_epochs"], epochs) if pretrained else 0
-    phase_start = {"head": 0, "finetune": head_epochs, "all": 0}
     phase_end = {"head": head_epochs, "finetune": epochs, "all": epochs}
     warmup_steps = WARMUP_EPOCHS * steps
 
