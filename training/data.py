@@ -249,10 +249,16 @@ def make_dataset(
     *,
     training: bool,
     augment: str = "none",
+    mixup: float = 0.0,
     label_smoothing_classes: int = len(EMOTIONS),
     seed: int = 1234,
 ):
-    """(faces float32 (b,48,48,1) 0..255, one-hot labels) batches: cache, shuffle, batch, augment, prefetch."""
+    """(faces float32 (b,48,48,1) 0..255, one-hot labels) batches: cache, shuffle, batch, augment, prefetch.
+
+    `mixup` > 0 blends each training face and its label with another face of the batch, the weight
+    drawn from Beta(mixup, mixup) (Zhang et al. 2018); FER2013's labels are noisy, and soft targets
+    between two faces keep the model from fitting single noisy labels with full confidence.
+    """
     import tensorflow as tf
 
     faces = data.images[..., None]
@@ -268,6 +274,16 @@ def make_dataset(
             lambda x, y: (tf.clip_by_value(augmenter(x, training=True), 0.0, 255.0), y),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
+    if training and mixup > 0:
+        from keras import layers
+
+        mix = layers.MixUp(alpha=mixup, seed=seed)
+
+        def blend(x, y):
+            mixed = mix({"images": x, "labels": y}, training=True)
+            return mixed["images"], mixed["labels"]
+
+        ds = ds.map(blend, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 

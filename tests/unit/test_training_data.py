@@ -9,7 +9,7 @@ import pytest
 
 from fer_core.emotions import EMOTION_INDEX, EMOTIONS, FER2013_CSV_ORDER
 from tests.conftest import fake_face
-from training.data import DatasetError, balanced_class_weights, load_split
+from training.data import DatasetError, SplitData, balanced_class_weights, load_split, make_dataset
 
 
 def test_folder_split_loads_every_class_by_name(folder_dataset) -> None:
@@ -155,3 +155,32 @@ def test_balanced_class_weights_are_capped_and_zero_for_absent_classes() -> None
     assert weights[1] == 5.0  # 100 / (7 * 1) = 14.3, capped
     assert weights[3] == pytest.approx(100 / (7 * 90))
     assert weights[2] == 0.0
+
+
+def _two_class_split(n: int = 64) -> SplitData:
+    """Black `angry` faces and grey (200) `happy` ones: a blend's pixels tell its mixing weight."""
+    labels = np.array([EMOTION_INDEX["angry"], EMOTION_INDEX["happy"]] * (n // 2), dtype=np.int32)
+    images = np.where(labels == EMOTION_INDEX["happy"], 200, 0).astype(np.uint8)[:, None, None]
+    return SplitData(np.broadcast_to(images, (n, 48, 48)).copy(), labels, ["angry", "happy"])
+
+
+def test_mixup_blends_faces_and_labels_with_the_same_weight() -> None:
+    split = _two_class_split()
+    faces, labels = next(iter(make_dataset(split, 64, training=True, mixup=0.4, seed=3)))
+    faces, labels = faces.numpy(), labels.numpy()
+    assert np.allclose(labels.sum(axis=1), 1.0)
+    happy_share = labels[:, EMOTION_INDEX["happy"]]
+    # Each face is one flat grey: 200 x its happy share, the same weight its label got.
+    assert np.allclose(faces.std(axis=(1, 2, 3)), 0.0, atol=1e-3)
+    assert np.allclose(faces[:, 0, 0, 0], 200.0 * happy_share, atol=1e-2)
+    assert np.allclose(labels[:, EMOTION_INDEX["angry"]], 1.0 - happy_share, atol=1e-6)
+    blended = (happy_share > 0.01) & (happy_share < 0.99)
+    assert blended.sum() >= 8  # pairs across the two classes really mix
+
+
+def test_mixup_leaves_validation_and_the_default_alone() -> None:
+    split = _two_class_split()
+    for dataset in (make_dataset(split, 64, training=False, mixup=0.4), make_dataset(split, 64, training=True)):
+        faces, labels = next(iter(dataset))
+        assert set(np.unique(labels.numpy())) == {0.0, 1.0}  # one-hot
+        assert set(np.unique(faces.numpy())) == {0.0, 200.0}

@@ -346,3 +346,16 @@ def test_adam_epsilon_is_a_checked_run_option(tmp_path: Path) -> None:
     assert config("--run-name", "steady", "--adam-epsilon", "0.1")["adam_epsilon"] == 0.1
     with pytest.raises(SystemExit, match="--adam-epsilon must be positive"):
         config("--run-name", "bad", "--adam-epsilon", "0")
+
+
+def test_mixup_is_a_checked_run_option(tmp_path: Path) -> None:
+    def config(*extra: str) -> dict:
+        args = build_parser().parse_args(["--data", str(tmp_path), "--runs-dir", str(tmp_path / "runs"), *extra])
+        return prepare_run(args)[1]
+
+    assert config("--run-name", "default")["mixup"] == 0.0  # off unless asked for
+    assert config("--run-name", "mixed", "--mixup", "0.2")["mixup"] == 0.2
+    for bad in ("-0.1", "1.5"):
+        with pytest.raises(SystemExit, match="--mixup must be between 0"):
+            config("--run-name", "bad", "--mixup", bad)
+    assert runs.options_to_args({"data": "d", "mixup": 0.3})[2:] == ["--mixup", "0.3"]
