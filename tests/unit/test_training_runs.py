@@ -301,33 +301,32 @@ def test_promote_refuses_unfinished_runs_and_runs_without_export(runs_dir: Path,
     assert settings.active_model_dir() == settings.shipped_model_dir
 
 
-def test_ema_and_precise_bn_are_checked_run_options(tmp_path: Path) -> None:
-    def config(*extra: str) -> dict:
-        args = build_parser().parse_args(["--data", str(tmp_path), "--runs-dir", str(tmp_path / "runs"), *extra])
-        return prepare_run(args)[1]
+def run_config(tmp_path: Path, *extra: str) -> dict:
+    """The config train.py records for a new run with these options, data and runs under tmp_path."""
+    args = build_parser().parse_args(["--data", str(tmp_path), "--runs-dir", str(tmp_path / "runs"), *extra])
+    return prepare_run(args)[1]
 
-    defaults = config("--run-name", "default")
+
+def test_ema_and_precise_bn_are_checked_run_options(tmp_path: Path) -> None:
+    defaults = run_config(tmp_path, "--run-name", "default")
     assert defaults["ema"] == 0.0  # off unless asked for
     assert defaults["precise_bn"] == 8192  # on unless turned off
-    assert config("--run-name", "averaged", "--ema", "0.999")["ema"] == 0.999
+    assert run_config(tmp_path, "--run-name", "averaged", "--ema", "0.999")["ema"] == 0.999
     for bad in ("1", "-0.1"):
         with pytest.raises(SystemExit, match=r"--ema must be in \[0, 1\)"):
-            config("--run-name", "bad", "--ema", bad)
+            run_config(tmp_path, "--run-name", "bad", "--ema", bad)
     with pytest.raises(SystemExit, match="--precise-bn must be 0"):
-        config("--run-name", "bad-bn", "--precise-bn", "-1")
+        run_config(tmp_path, "--run-name", "bad-bn", "--precise-bn", "-1")
 
 
 def test_each_run_gets_its_own_recorded_seed_and_a_resumed_run_moves_on(tmp_path: Path) -> None:
     from training.train import data_seed
 
-    def config(*extra: str) -> dict:
-        args = build_parser().parse_args(["--data", str(tmp_path), "--runs-dir", str(tmp_path / "runs"), *extra])
-        return prepare_run(args)[1]
-
-    first, second = config("--run-name", "one")["seed"], config("--run-name", "two")["seed"]
+    first = run_config(tmp_path, "--run-name", "one")["seed"]
+    second = run_config(tmp_path, "--run-name", "two")["seed"]
     assert first != second  # stages started with --init-from do not replay each other's epochs
     assert runs.read_json(tmp_path / "runs" / "one" / runs.CONFIG_FILE)["seed"] == first
-    assert config("--run-name", "fixed", "--seed", "7")["seed"] == 7
+    assert run_config(tmp_path, "--run-name", "fixed", "--seed", "7")["seed"] == 7
     run_dir = tmp_path / "runs" / "fixed"
     assert data_seed(run_dir, 7) == 7
     backup = run_dir / "backup" / "all"
@@ -338,24 +337,16 @@ def test_each_run_gets_its_own_recorded_seed_and_a_resumed_run_moves_on(tmp_path
 
 
 def test_adam_epsilon_is_a_checked_run_option(tmp_path: Path) -> None:
-    def config(*extra: str) -> dict:
-        args = build_parser().parse_args(["--data", str(tmp_path), "--runs-dir", str(tmp_path / "runs"), *extra])
-        return prepare_run(args)[1]
-
-    assert config("--run-name", "default")["adam_epsilon"] == 1e-7  # Keras' own default
-    assert config("--run-name", "steady", "--adam-epsilon", "0.1")["adam_epsilon"] == 0.1
+    assert run_config(tmp_path, "--run-name", "default")["adam_epsilon"] == 1e-7  # Keras' own default
+    assert run_config(tmp_path, "--run-name", "steady", "--adam-epsilon", "0.1")["adam_epsilon"] == 0.1
     with pytest.raises(SystemExit, match="--adam-epsilon must be positive"):
-        config("--run-name", "bad", "--adam-epsilon", "0")
+        run_config(tmp_path, "--run-name", "bad", "--adam-epsilon", "0")
 
 
 def test_mixup_is_a_checked_run_option(tmp_path: Path) -> None:
-    def config(*extra: str) -> dict:
-        args = build_parser().parse_args(["--data", str(tmp_path), "--runs-dir", str(tmp_path / "runs"), *extra])
-        return prepare_run(args)[1]
-
-    assert config("--run-name", "default")["mixup"] == 0.0  # off unless asked for
-    assert config("--run-name", "mixed", "--mixup", "0.2")["mixup"] == 0.2
+    assert run_config(tmp_path, "--run-name", "default")["mixup"] == 0.0  # off unless asked for
+    assert run_config(tmp_path, "--run-name", "mixed", "--mixup", "0.2")["mixup"] == 0.2
     for bad in ("-0.1", "1.5"):
         with pytest.raises(SystemExit, match="--mixup must be between 0"):
-            config("--run-name", "bad", "--mixup", bad)
+            run_config(tmp_path, "--run-name", "bad", "--mixup", bad)
     assert runs.options_to_args({"data": "d", "mixup": 0.3})[2:] == ["--mixup", "0.3"]
