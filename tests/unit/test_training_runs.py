@@ -91,6 +91,16 @@ def test_train_cli_resume_refusals(tmp_path: Path) -> None:
         train_main(["--resume", str(finished)])
 
 
+def new_run(tmp_path: Path, *extra: str) -> tuple[Path, dict]:
+    """The run folder and config train.py makes for a new run with these options, data and runs under tmp_path."""
+    args = build_parser().parse_args(["--data", str(tmp_path), "--runs-dir", str(tmp_path / "runs"), *extra])
+    return prepare_run(args)
+
+
+def run_config(tmp_path: Path, *extra: str) -> dict:
+    return new_run(tmp_path, *extra)[1]
+
+
 def test_an_init_from_run_records_the_training_behind_its_start(tmp_path: Path) -> None:
     published = tmp_path / "models" / "fer"
     published.mkdir(parents=True)
@@ -98,15 +108,12 @@ def test_an_init_from_run_records_the_training_behind_its_start(tmp_path: Path) 
     (published / "metrics.json").write_text(json.dumps(
         {"weights_init": "from scratch", "val": {"accuracy": 0.517}, "training": {"stages": [stage]}}
     ))
-    args = build_parser().parse_args(["--data", str(tmp_path), "--init-from", str(published), "--run-name", "ft",
-                                      "--runs-dir", str(tmp_path / "runs")])
-    run_dir, _ = prepare_run(args)
+    run_dir, _ = new_run(tmp_path, "--init-from", str(published), "--run-name", "ft")
     record = runs.read_json(run_dir / runs.INIT_FROM_FILE)
     assert record == {"model": str(published.resolve()), "weights_init": "from scratch", "val_accuracy": 0.517,
                       "stages": [stage]}
     # A run from scratch has nothing to record.
-    scratch, _ = prepare_run(build_parser().parse_args(
-        ["--data", str(tmp_path), "--run-name", "new", "--runs-dir", str(tmp_path / "runs")]))
+    scratch, _ = new_run(tmp_path, "--run-name", "new")
     assert not (scratch / runs.INIT_FROM_FILE).exists()
 
 
@@ -299,12 +306,6 @@ def test_promote_refuses_unfinished_runs_and_runs_without_export(runs_dir: Path,
         runs.promote_run(runs.read_run(bare), settings)
     assert not settings.active_model_pointer.exists()
     assert settings.active_model_dir() == settings.shipped_model_dir
-
-
-def run_config(tmp_path: Path, *extra: str) -> dict:
-    """The config train.py records for a new run with these options, data and runs under tmp_path."""
-    args = build_parser().parse_args(["--data", str(tmp_path), "--runs-dir", str(tmp_path / "runs"), *extra])
-    return prepare_run(args)[1]
 
 
 def test_ema_and_precise_bn_are_checked_run_options(tmp_path: Path) -> None:
