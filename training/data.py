@@ -219,28 +219,40 @@ def _load_csv_split(csv_path: Path, split: str, *, skip_corrupt: bool = False) -
 
 AUGMENT_LEVELS = ("none", "light", "standard", "strong")
 _AUGMENT_STRENGTH = {"light": 0.5, "standard": 1.0, "strong": 1.5}
+# Random erasing (Zhong et al. 2020): each side of the patch is sqrt(U(a, b)) of the face's side.
+ERASING_SCALE = (0.02, 0.33)
 
 
-def build_augmenter(level: str = "standard"):
-    """Augmentation as Keras layers, for training batches only."""
+def build_augmenter(level: str = "standard", erasing: float = 0.0):
+    """Augmentation as Keras layers, for training batches only.
+
+    `erasing` > 0 is the chance that a face also gets a random rectangle of noise after the geometric
+    changes: a hand, a microphone or the frame's edge hides part of many live faces, and the model
+    should not hang its label on one region (the mouth, say) alone.
+    """
     import keras
     from keras import layers
 
     if level not in AUGMENT_LEVELS:
         raise ValueError(f"augmentation level must be one of {AUGMENT_LEVELS}")
-    if level == "none":
-        return None
-    k = _AUGMENT_STRENGTH[level]
-    return keras.Sequential(
-        [
+    if not 0.0 <= erasing <= 1.0:
+        raise ValueError("the erasing probability must be between 0 and 1")
+    steps = []
+    if level != "none":
+        k = _AUGMENT_STRENGTH[level]
+        steps = [
             layers.RandomFlip("horizontal"),
             layers.RandomRotation(0.04 * k, fill_mode="reflect"),
             layers.RandomZoom(0.1 * k, fill_mode="reflect"),
             layers.RandomTranslation(0.08 * k, 0.08 * k, fill_mode="reflect"),
             layers.RandomContrast(0.25 * k),
-        ],
-        name=f"augment_{level}",
-    )
+        ]
+    if erasing > 0:
+        # A (p, p) factor makes p the chance itself; a single float would draw the chance from U(0, p).
+        steps.append(layers.RandomErasing(factor=(erasing, erasing), scale=ERASING_SCALE, value_range=(0, 255)))
+    if not steps:
+        return None
+    return keras.Sequential(steps, name=f"augment_{level}" + (f"_erasing_{erasing:g}" if erasing else ""))
 
 
 def make_dataset(
@@ -249,14 +261,16 @@ def make_dataset(
     *,
     training: bool,
     augment: str = "none",
+    erasing: float = 0.0,
     mixup: float = 0.0,
     label_smoothing_classes: int = len(EMOTIONS),
     seed: int = 1234,
 ):
     """(faces float32 (b,48,48,1) 0..255, one-hot labels) batches: cache, shuffle, batch, augment, prefetch.
 
-    `mixup` > 0 blends each training face and its label with another face of the batch, the weight
-    drawn from Beta(mixup, mixup) (Zhang et al. 2018); FER2013's labels are noisy, and soft targets
+    `erasing` is `build_augmenter`'s chance of a noise patch per face. `mixup` > 0 blends each
+    training face and its label with another face of the batch, the weight drawn from
+    Beta(mixup, mixup) (Zhang et al. 2018); FER2013's labels are noisy, and soft targets
     between two faces keep the model from fitting single noisy labels with full confidence.
     """
     import tensorflow as tf
@@ -268,7 +282,7 @@ def make_dataset(
         ds = ds.shuffle(len(data), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
     ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE)
-    augmenter = build_augmenter(augment) if training else None
+    augmenter = build_augmenter(augment, erasing) if training else None
     if augmenter is not None:
         ds = ds.map(
             lambda x, y: (tf.clip_by_value(augmenter(x, training=True), 0.0, 255.0), y),

@@ -37,7 +37,7 @@ RESULTS_END = "<!-- model-results:end -->"
 # The run options a model card repeats for each training stage.
 STAGE_OPTIONS = (
     "lr", "lr_schedule", "adam_epsilon", "ema", "precise_bn", "batch_size", "image_size", "augment",
-    "label_smoothing", "mixup", "dropout", "class_weights",
+    "label_smoothing", "erasing", "mixup", "dropout", "class_weights",
 )
 
 
@@ -215,6 +215,7 @@ def _stage_line(number: int, stage: dict[str, Any]) -> str:
         + (f" with cosine decay to {MIN_LR:g}" if options.get("lr_schedule") == "cosine" else "")
         + f", batch {options.get('batch_size')}, augmentation `{options.get('augment')}`, "
         f"label smoothing {options.get('label_smoothing')}, dropout {options.get('dropout')}"
+        + (f", random erasing (p {options['erasing']})" if options.get("erasing") else "")
         + (f", mixup (alpha {options['mixup']})" if options.get("mixup") else "")
         + (", class weights" if options.get("class_weights") else "")
         + (f", Adam epsilon {epsilon}" if epsilon != DEFAULT_ADAM_EPSILON else "")

@@ -110,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--augment", choices=AUGMENT_LEVELS, default="standard", help="augmentation strength")
     parser.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing in [0, 0.3]")
+    parser.add_argument("--erasing", type=float, default=0.0, metavar="P",
+                        help="chance that a training face also gets a random patch of noise "
+                             "(random erasing), e.g. 0.5 (0: off)")
     parser.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA",
                         help="blend training faces and labels in pairs, weights from Beta(ALPHA, ALPHA), "
                              "e.g. 0.2 (0: off)")
@@ -135,6 +138,8 @@ def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit("error: --epochs, --batch-size, --lr and --adam-epsilon must be positive")
     if not 0.0 <= args.label_smoothing <= 0.3:
         raise SystemExit("error: --label-smoothing must be between 0 and 0.3")
+    if not 0.0 <= args.erasing <= 1.0:
+        raise SystemExit("error: --erasing must be a probability between 0 (off) and 1")
     if not 0.0 <= args.mixup <= 1.0:
         raise SystemExit("error: --mixup must be between 0 (off) and 1")
     if args.precise_bn < 0:
@@ -157,6 +162,7 @@ def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "weights": args.weights,
         "augment": args.augment,
         "label_smoothing": args.label_smoothing,
+        "erasing": args.erasing,
         "mixup": args.mixup,
         "class_weights": args.class_weights,
         "dropout": args.dropout,
@@ -310,7 +316,8 @@ def train(run_dir: Path, config: dict[str, Any], stop: StopRequested) -> dict[st
     )
     train_ds = data_lib.make_dataset(
         train_data, config["batch_size"], training=True, augment=config["augment"],
-        mixup=config.get("mixup", 0.0),  # runs from before --mixup resume without it
+        erasing=config.get("erasing", 0.0),  # runs from before these options resume without them
+        mixup=config.get("mixup", 0.0),
         seed=shuffle_seed,
     )
     val_ds = data_lib.make_dataset(val_data, config["batch_size"], training=False)

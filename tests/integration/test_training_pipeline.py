@@ -98,18 +98,19 @@ def test_folder_run_trains_evaluates_and_exports(folder_run: Path) -> None:
     np.testing.assert_allclose(from_h5, best, atol=1e-5)
 
 
-def test_csv_format_trains_too_with_mixup(tiny_datasets: dict[str, Path], tmp_path: Path) -> None:
+def test_csv_format_trains_too_with_mixup_and_erasing(tiny_datasets: dict[str, Path], tmp_path: Path) -> None:
     from training.train import main
 
     rc = main(["--data", str(tiny_datasets["csv"]), *TINY, "--no-export", "--runs-dir", str(tmp_path),
-               "--run-name", "csv", "--mixup", "0.2"])
+               "--run-name", "csv", "--mixup", "0.2", "--erasing", "0.5"])
     run_dir = tmp_path / "csv"
     assert rc == 0, (run_dir / runs.LOG_FILE).read_text()
     info = runs.read_run(run_dir)
     assert info.status == "finished" and info.state["epoch"] == 1
     assert history_epochs(run_dir) == [0]
     assert "42 train / 21 val images" in (run_dir / runs.LOG_FILE).read_text()
-    assert runs.read_json(run_dir / runs.CONFIG_FILE)["mixup"] == 0.2
+    config = runs.read_json(run_dir / runs.CONFIG_FILE)
+    assert (config["mixup"], config["erasing"]) == (0.2, 0.5)
     assert (run_dir / runs.BEST_MODEL_FILE).is_file() and not (run_dir / runs.EXPORT_DIR).exists()
 
 

@@ -9,7 +9,15 @@ import pytest
 
 from fer_core.emotions import EMOTION_INDEX, EMOTIONS, FER2013_CSV_ORDER
 from tests.conftest import fake_face
-from training.data import DatasetError, SplitData, balanced_class_weights, load_split, make_dataset
+from training.data import (
+    ERASING_SCALE,
+    DatasetError,
+    SplitData,
+    balanced_class_weights,
+    build_augmenter,
+    load_split,
+    make_dataset,
+)
 
 
 def test_folder_split_loads_every_class_by_name(folder_dataset) -> None:
@@ -184,3 +192,32 @@ def test_mixup_leaves_validation_and_the_default_alone() -> None:
         faces, labels = next(iter(dataset))
         assert set(np.unique(labels.numpy())) == {0.0, 1.0}  # one-hot
         assert set(np.unique(faces.numpy())) == {0.0, 200.0}
+
+
+def _erased_masks(erasing: float, *, training: bool = True, n: int = 256) -> np.ndarray:
+    """Which pixels of n flat grey (128) faces a batch changed, with no other augmentation."""
+    split = SplitData(np.full((n, 48, 48), 128, np.uint8), np.zeros(n, np.int32), ["angry"])
+    faces, _ = next(iter(make_dataset(split, n, training=training, erasing=erasing, seed=5)))
+    return faces.numpy()[..., 0] != 128.0
+
+
+def test_random_erasing_puts_one_noise_rectangle_on_the_chosen_faces() -> None:
+    masks = _erased_masks(1.0)
+    low, high = ERASING_SCALE
+    for mask in masks:
+        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        height, width = rows.max() - rows.min() + 1, cols.max() - cols.min() + 1
+        # The changed pixels fill their bounding box (noise rarely hits 128 exactly): one rectangle.
+        assert mask.sum() >= 0.97 * height * width
+        for side in (height, width):
+            assert np.sqrt(low) * 48 - 2 <= side <= np.sqrt(high) * 48 + 2
+    assert np.std([m.sum() for m in masks]) > 20  # patch sizes vary
+
+
+def test_random_erasing_hits_about_its_share_of_faces_and_never_validation() -> None:
+    assert 0.35 < _erased_masks(0.5).any(axis=(1, 2)).mean() < 0.65  # 256 faces: about 5 sd either side
+    assert not _erased_masks(1.0, training=False).any()
+    assert not _erased_masks(0.0).any()
+    with pytest.raises(ValueError, match="erasing probability must be between 0 and 1"):
+        build_augmenter("standard", erasing=1.5)
+    assert build_augmenter("none") is None

@@ -344,10 +344,14 @@ def test_adam_epsilon_is_a_checked_run_option(tmp_path: Path) -> None:
         run_config(tmp_path, "--run-name", "bad", "--adam-epsilon", "0")
 
 
-def test_mixup_is_a_checked_run_option(tmp_path: Path) -> None:
-    assert run_config(tmp_path, "--run-name", "default")["mixup"] == 0.0  # off unless asked for
-    assert run_config(tmp_path, "--run-name", "mixed", "--mixup", "0.2")["mixup"] == 0.2
+@pytest.mark.parametrize(("option", "key", "message"), [
+    ("--mixup", "mixup", "--mixup must be between 0"),
+    ("--erasing", "erasing", "--erasing must be a probability between 0"),
+])
+def test_mixup_and_erasing_are_checked_run_options(tmp_path: Path, option: str, key: str, message: str) -> None:
+    assert run_config(tmp_path, "--run-name", "default")[key] == 0.0  # off unless asked for
+    assert run_config(tmp_path, "--run-name", "on", option, "0.2")[key] == 0.2
     for bad in ("-0.1", "1.5"):
-        with pytest.raises(SystemExit, match="--mixup must be between 0"):
-            run_config(tmp_path, "--run-name", "bad", "--mixup", bad)
-    assert runs.options_to_args({"data": "d", "mixup": 0.3})[2:] == ["--mixup", "0.3"]
+        with pytest.raises(SystemExit, match=message):
+            run_config(tmp_path, "--run-name", "bad", option, bad)
+    assert runs.options_to_args({"data": "d", key: 0.3})[2:] == [option, "0.3"]
