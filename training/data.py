@@ -252,7 +252,7 @@ def build_augmenter(level: str = "standard", erasing: float = 0.0):
         steps.append(layers.RandomErasing(factor=(erasing, erasing), scale=ERASING_SCALE, value_range=(0, 255)))
     if not steps:
         return None
-    return keras.Sequential(steps, name=f"augment_{level}" + (f"_erasing_{erasing:g}" if erasing else ""))
+    return keras.Sequential(steps, name="augment")  # runs in tf.data only; never saved with a model
 
 
 def make_dataset(
