@@ -4,7 +4,8 @@
 - `LiteRTClassifier`: the dynamic-range int8 export run by `ai_edge_litert` (fast path).
 
 Every backend takes a batch of faces (n, 48, 48, 1) float32 in 0..255 (see
-`fer_core.preprocess.crop_faces`) and returns (n, 7) probabilities in EMOTIONS order.
+`fer_core.preprocess.crop_faces`) and returns (n, 7) probabilities in EMOTIONS order,
+rescaled by the model's calibration temperature (`fer_core.calibration`) when it has one.
 All faces of a frame go through one call. Models load once per process.
 """
 
@@ -19,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from fer_core.calibration import CALIBRATION_FILE, apply_temperature, check_temperature, read_temperature
 from fer_core.emotions import FACE_SIZE, NUM_EMOTIONS
 from fer_core.model_io import KERAS_FILE, TFLITE_FILE, ModelError, check_model_io, resolve_model_file
 
@@ -31,8 +33,13 @@ LITERT_THREADS = 2
 class EmotionClassifier(ABC):
     backend: str = "abstract"
 
-    def __init__(self, source: Path) -> None:
+    def __init__(self, source: Path, temperature: float | None = None) -> None:
+        """`temperature` None: the one stored next to the model file (1.0 if none); 1.0: raw probabilities."""
         self.source = source
+        if temperature is None:
+            self.temperature = read_temperature(source if source.is_dir() else source.parent)
+        else:
+            self.temperature = check_temperature(temperature, f"{source} temperature")
 
     def predict(self, faces: np.ndarray) -> np.ndarray:
         """(n, 48, 48, 1) float32 0..255 -> (n, 7) probabilities. n may be 0."""
@@ -41,19 +48,20 @@ class EmotionClassifier(ABC):
             raise ValueError(f"faces must be (n, {FACE_SIZE}, {FACE_SIZE}, 1); got {faces.shape}")
         if len(faces) == 0:
             return np.empty((0, NUM_EMOTIONS), dtype=np.float32)
-        return self._predict(faces)
+        return apply_temperature(self._predict(faces), self.temperature)
 
     @abstractmethod
     def _predict(self, faces: np.ndarray) -> np.ndarray: ...
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.source})"
+        calibrated = f", temperature {self.temperature:g}" if self.temperature != 1.0 else ""
+        return f"{type(self).__name__}({self.source}{calibrated})"
 
 
 class KerasClassifier(EmotionClassifier):
     backend = "keras"
 
-    def __init__(self, path: str | Path, model: Any | None = None) -> None:
+    def __init__(self, path: str | Path, model: Any | None = None, temperature: float | None = None) -> None:
         """Load the `.keras` model at `path`, or wrap an already loaded `model` (export checks)."""
         import tensorflow as tf
 
@@ -62,7 +70,7 @@ class KerasClassifier(EmotionClassifier):
         if model is None:
             path = resolve_model_file(path, KERAS_FILE)
             model = load_keras_model(path)
-        super().__init__(Path(path))
+        super().__init__(Path(path), temperature)
         self.model = model
         # One traced function with a fixed signature: no retracing per batch size, thread-safe.
         spec = tf.TensorSpec([None, FACE_SIZE, FACE_SIZE, 1], tf.float32)
@@ -75,8 +83,8 @@ class KerasClassifier(EmotionClassifier):
 class LiteRTClassifier(EmotionClassifier):
     backend = "litert"
 
-    def __init__(self, path: str | Path, num_threads: int = LITERT_THREADS) -> None:
-        super().__init__(resolve_model_file(path, TFLITE_FILE))
+    def __init__(self, path: str | Path, num_threads: int = LITERT_THREADS, temperature: float | None = None) -> None:
+        super().__init__(resolve_model_file(path, TFLITE_FILE), temperature)
         from ai_edge_litert.interpreter import Interpreter
 
         try:
@@ -114,7 +122,8 @@ def _choose_backend(model_dir: Path, backend: str) -> str:
 
 
 @functools.lru_cache(maxsize=4)
-def _load_cached(model_path: str, backend: str, mtime: float) -> EmotionClassifier:
+def _load_cached(model_path: str, backend: str, mtimes: tuple[float, float]) -> EmotionClassifier:
+    """One classifier per model, backend and (model file, calibration file) modification times."""
     path = Path(model_path)
     log.info("loading %s classifier from %s", backend, path)
     return LiteRTClassifier(path) if backend == "litert" else KerasClassifier(path)
@@ -134,4 +143,6 @@ def load_classifier(model_dir: str | Path | None = None, backend: str = "auto") 
         raise ModelError(f"model not found: {model_dir}")
     chosen = _choose_backend(model_dir, backend)
     file = resolve_model_file(model_dir, TFLITE_FILE if chosen == "litert" else KERAS_FILE)
-    return _load_cached(str(model_dir), chosen, file.stat().st_mtime)
+    calibration = file.parent / CALIBRATION_FILE
+    calibrated_at = calibration.stat().st_mtime if calibration.is_file() else 0.0
+    return _load_cached(str(model_dir), chosen, (file.stat().st_mtime, calibrated_at))

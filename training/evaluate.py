@@ -115,6 +115,7 @@ def evaluate_model_file(
     report.update(
         model=str(predictor.source),
         backend=backend,
+        temperature=predictor.temperature,
         data=str(Path(data).expanduser().resolve()),
         split=split,
         tta=tta,
@@ -175,8 +176,9 @@ def save_confusion_png(report: dict[str, Any], path: Path) -> None:
 
 def format_report(report: dict[str, Any]) -> str:
     tta = ", flip TTA" if report.get("tta") else ""
+    calibrated = f", calibrated: temperature {report['temperature']:g}" if report.get("temperature", 1.0) != 1.0 else ""
     lines = [
-        f"model   {report.get('model', '?')}  ({report.get('backend', '?')}{tta})",
+        f"model   {report.get('model', '?')}  ({report.get('backend', '?')}{tta}{calibrated})",
         f"data    {report.get('data', '?')}  split {report.get('split', '?')}: {report['n_images']} images"
         + (f" ({len(report['skipped_images'])} unreadable skipped)" if report.get("skipped_images") else ""),
     ]

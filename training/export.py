@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from fer_core.calibration import CALIBRATION_FILE
 from fer_core.classify import KerasClassifier, LiteRTClassifier
 from fer_core.emotions import FACE_SIZE
 from fer_core.model_io import H5_FILE, KERAS_FILE, TFLITE_FILE, ModelError, load_keras_model, save_keras_float16
@@ -115,9 +116,10 @@ def export_model(
             model.save(staging / H5_FILE)  # Keras warns that HDF5 is legacy; users of the seed need it
         report["tflite"] = convert_to_tflite_int8(model, staging / TFLITE_FILE)
 
-        keras_ref = KerasClassifier(Path(keras_model_path), model=model)
-        litert = LiteRTClassifier(staging / TFLITE_FILE)
-        half_model = KerasClassifier(staging / KERAS_FILE) if half else None
+        # Raw probabilities throughout: the formats are compared, not any stored calibration.
+        keras_ref = KerasClassifier(Path(keras_model_path), model=model, temperature=1.0)
+        litert = LiteRTClassifier(staging / TFLITE_FILE, temperature=1.0)
+        half_model = KerasClassifier(staging / KERAS_FILE, temperature=1.0) if half else None
 
         if data is not None:
             split_data = load_split(data, split, require_all_classes=False, skip_corrupt=skip_corrupt)
@@ -152,6 +154,11 @@ def export_model(
         # Publish: move the finished files over any previous export.
         for name in (KERAS_FILE, H5_FILE, TFLITE_FILE):
             os.replace(staging / name, out_dir / name)
+        stale = out_dir / CALIBRATION_FILE
+        if stale.is_file():  # fitted to the model just replaced; it would mis-scale the new one
+            stale.unlink()
+            log.warning("removed %s (it belonged to the previous model); refit with python -m training.calibrate",
+                        stale)
         report["files"] = {
             name: {"path": str(out_dir / name), "mb": round((out_dir / name).stat().st_size / 2**20, 2)}
             for name in (KERAS_FILE, H5_FILE, TFLITE_FILE)

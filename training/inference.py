@@ -32,12 +32,15 @@ def as_faces(images: np.ndarray) -> np.ndarray:
     return faces.astype(np.float32, copy=False)
 
 
-def load_predictor(path: str | Path, backend: str = "keras") -> EmotionClassifier:
-    """The live pipeline's own classifier classes, so evaluation sees exactly what the app sees."""
+def load_predictor(path: str | Path, backend: str = "keras", temperature: float | None = None) -> EmotionClassifier:
+    """The live pipeline's own classifier classes, so evaluation sees exactly what the app sees.
+
+    `temperature` None applies the model's stored calibration, as the app does; 1.0 gives raw probabilities.
+    """
     if backend == "keras":
-        return KerasClassifier(path)
+        return KerasClassifier(path, temperature=temperature)
     if backend == "litert":
-        return LiteRTClassifier(path)
+        return LiteRTClassifier(path, temperature=temperature)
     raise ValueError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
 
 

@@ -3,6 +3,7 @@
     python -m training.publish --run data/runs/NAME --data ../shared/datasets/fer2013 [--out models/fer-inceptionv3]
 
 Exports the run's best checkpoint (float16 `model.keras` + int8 `model_int8.tflite`),
+fits its confidence temperature on `val/` (`calibration.json`, see `training.calibrate`),
 evaluates both on `val/`, and writes `metrics.json`, `confusion_matrix.png` and a
 `README.md` model card next to them. It refuses to replace a published model unless the
 new one is at least `MIN_GAIN` better on val (the git history must not fill up with models);
@@ -20,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fer_core.calibration import CALIBRATION_FILE
 from fer_core.emotions import EMOTIONS
 from fer_core.model_io import KERAS_FILE, TFLITE_FILE
 from fer_core.settings import get_settings
@@ -127,7 +129,8 @@ def run_stages(run_dir: Path) -> tuple[list[dict[str, Any]], str]:
     return stages, weights_init
 
 
-def build_metrics(run_dir: Path, keras_report: dict, litert_report: dict, export_report: dict) -> dict[str, Any]:
+def build_metrics(run_dir: Path, keras_report: dict, litert_report: dict, export_report: dict,
+                  calibration: dict[str, Any] | None = None) -> dict[str, Any]:
     config = runs.read_json(run_dir / runs.CONFIG_FILE) or {}
     stages, weights_init = run_stages(run_dir)
     this_run = stages[-1]
@@ -168,6 +171,7 @@ def build_metrics(run_dir: Path, keras_report: dict, litert_report: dict, export
         "files_mb": {name: info["mb"] for name, info in export_report.get("files", {}).items()
                      if name in (KERAS_FILE, TFLITE_FILE)},
         "load_average_during_timing": export_report.get("load_average_1m"),
+        "calibration": calibration,
         "published_at": time.strftime("%Y-%m-%d"),
     }
 
@@ -225,6 +229,31 @@ def _stage_line(number: int, stage: dict[str, Any]) -> str:
     )
 
 
+def _calibration_lines(calibration: dict[str, Any] | None) -> str:
+    if not calibration:
+        return "- Confidences are the model's raw softmax outputs: not calibrated (`python -m training.calibrate`)."
+    lines = (
+        f"- Confidences are temperature-scaled with T = {calibration['temperature']:.2f} (`calibration.json`), "
+        f"fitted on val by minimising the\n  negative log-likelihood; predictions and accuracy do not change.\n"
+        f"- Expected calibration error on val: {calibration['ece_before']:.3f} raw, "
+        f"{calibration['ece_after']:.3f} calibrated; {calibration['ece_after_cross_fitted']:.3f} cross-fitted\n"
+        f"  (T fitted on one half of val, measured on the other: the out-of-sample figure)."
+    )
+    if "litert_ece_after" in calibration:
+        lines += (f"\n- int8 LiteRT, same temperature: ECE {calibration['litert_ece_before']:.3f} raw, "
+                  f"{calibration['litert_ece_after']:.3f} calibrated.")
+    return lines + (
+        f"\n- Mean confidence {_pct(calibration['mean_confidence_before'])} raw, "
+        f"{_pct(calibration['mean_confidence_after'])} calibrated, against {_pct(calibration['accuracy'])} accuracy."
+    )
+
+
+def _ece_value(metrics: dict[str, Any]) -> str:
+    calibration = metrics.get("calibration")
+    suffix = f" (temperature-scaled, T = {calibration['temperature']:.2f})" if calibration else " (not calibrated)"
+    return f"{metrics['val']['ece']:.3f}{suffix}"
+
+
 def model_card(metrics: dict[str, Any]) -> str:
     val, lite, train = metrics["val"], metrics["litert_int8"], metrics["training"]
     rows = "\n".join(
@@ -263,7 +292,7 @@ The model ClassMood ships and uses by default (Live page, `fer_core.analyze`, `f
 | accuracy | **{_pct(val['accuracy'])}** |
 | macro-F1 | {val['macro_f1']:.3f} |
 | balanced accuracy | {_pct(val['balanced_accuracy'])} |
-| expected calibration error (15 bins) | {val['ece']:.3f} |
+| expected calibration error (15 bins) | {_ece_value(metrics)} |
 | int8 LiteRT accuracy | {_int8_accuracy(lite)} |
 
 | class | recall | F1 |
@@ -271,6 +300,9 @@ The model ClassMood ships and uses by default (Live page, `fer_core.analyze`, `f
 {rows}
 
 ![confusion matrix on val](confusion_matrix.png)
+
+## Confidence calibration
+{_calibration_lines(metrics.get("calibration"))}
 
 ## Files and speed
 - `model.keras`: Keras model with float16-stored weights ({metrics['files_mb'].get(KERAS_FILE)} MiB);
@@ -300,7 +332,7 @@ def results_table(metrics: dict[str, Any]) -> str:
 |---|---|
 | accuracy (Keras, float16-stored weights) | **{_pct(val['accuracy'])}** |
 | macro-F1 | {val['macro_f1']:.3f} |
-| expected calibration error | {val['ece']:.3f} |
+| expected calibration error | {_ece_value(metrics)} |
 | int8 LiteRT accuracy (the live path) | {_int8_accuracy(lite)} |
 | per-class recall | {recalls} |
 | training | {metrics['weights_init']}, {summary} on 2 CPU cores |
@@ -331,6 +363,7 @@ def publish_refusal(new_accuracy: float, previous: dict[str, Any] | None, force:
 def publish(run_dir: Path, data: Path, out: Path, force: bool = False,
             readme: Path | None = None) -> dict[str, Any]:
     """Export, evaluate and write the model + card to `out`; also update `readme`'s results table if given."""
+    from training.calibrate import calibrate_model
     from training.evaluate import evaluate_model_file
     from training.export import export_model
 
@@ -340,16 +373,17 @@ def publish(run_dir: Path, data: Path, out: Path, force: bool = False,
     with tempfile.TemporaryDirectory(prefix="classmood-publish-") as tmp:
         staging = Path(tmp)
         export_report = export_model(best, staging, data=data, split=SPLIT, half=True)
+        calibration = calibrate_model(staging, data, SPLIT)  # before the evaluations, which then use it
         keras_report = evaluate_model_file(staging, data, SPLIT, out_dir=staging, backend="keras")
         litert_report = evaluate_model_file(staging, data, SPLIT, backend="litert")
-        metrics = build_metrics(run_dir, keras_report, litert_report, export_report)
+        metrics = build_metrics(run_dir, keras_report, litert_report, export_report, calibration)
         refusal = publish_refusal(metrics["val"]["accuracy"], runs.read_json(out / METRICS_FILE), force)
         if refusal:
             raise SystemExit(refusal)
         # Checked before anything is written, so a README without markers leaves the old model whole.
         new_readme = readme_with_results(readme.read_text(encoding="utf-8"), metrics) if readme else None
         out.mkdir(parents=True, exist_ok=True)
-        for name in (KERAS_FILE, TFLITE_FILE, runs.CONFUSION_FILE):
+        for name in (KERAS_FILE, TFLITE_FILE, CALIBRATION_FILE, runs.CONFUSION_FILE):
             shutil.copy2(staging / name, out / name)
     runs.write_json_atomic(out / METRICS_FILE, metrics)
     (out / CARD_FILE).write_text(model_card(metrics), encoding="utf-8")

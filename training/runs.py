@@ -458,6 +458,7 @@ def stop_run(run: RunInfo) -> bool:
 
 def promote_run(run: RunInfo, settings: Settings) -> Path:
     """Make a finished run's export the active model: copy it to `<data_dir>/models/<run>/` and point to it."""
+    from fer_core.calibration import CALIBRATION_FILE
     from fer_core.model_io import KERAS_FILE, TFLITE_FILE
 
     info = read_run(run.path)
@@ -478,7 +479,8 @@ def promote_run(run: RunInfo, settings: Settings) -> Path:
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     try:
-        for src in (export_dir / KERAS_FILE, export_dir / TFLITE_FILE, export_dir / "report.json",
+        for src in (export_dir / KERAS_FILE, export_dir / TFLITE_FILE, export_dir / CALIBRATION_FILE,
+                    export_dir / "report.json",
                     info.path / EVALUATION_FILE, info.path / CONFUSION_FILE, info.path / CONFIG_FILE):
             if src.is_file():
                 shutil.copy2(src, staging / (src.name if src.name != CONFIG_FILE else "training_config.json"))

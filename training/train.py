@@ -452,7 +452,8 @@ def train(run_dir: Path, config: dict[str, Any], stop: StopRequested) -> dict[st
 
 
 def finish(run_dir: Path, config: dict[str, Any]) -> dict[str, Any]:
-    """Evaluate the best model on val and export it (.keras, .h5, int8 LiteRT)."""
+    """Evaluate the best model on val, export it (.keras, .h5, int8 LiteRT) and calibrate the export."""
+    from training.calibrate import calibrate_model
     from training.evaluate import evaluate_model_file
     from training.export import export_model
 
@@ -464,11 +465,15 @@ def finish(run_dir: Path, config: dict[str, Any]) -> dict[str, Any]:
         best, run_dir / runs.EXPORT_DIR, data=config["data"], split=config["val_split"],
         skip_corrupt=config["skip_corrupt"],
     )
+    calibration = calibrate_model(
+        run_dir / runs.EXPORT_DIR, config["data"], config["val_split"], skip_corrupt=config["skip_corrupt"]
+    )
     summary_keys = ("files", "keras_accuracy", "tflite_accuracy", "accuracy_difference")
     return {
         "val_accuracy": report["accuracy"],
         "macro_f1": report["macro_f1"],
         "export": {key: export.get(key) for key in summary_keys},
+        "calibration": {key: calibration[key] for key in ("temperature", "ece_before", "ece_after")},
     }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -67,3 +68,29 @@ def test_a_valid_model_predicts_probabilities_in_one_batched_call(tmp_path: Path
     assert classifier.predict(np.empty((0, 48, 48, 1), np.float32)).shape == (0, 7)
     with pytest.raises(ValueError, match="faces must be"):
         classifier.predict(np.zeros((2, 75, 75, 3), np.float32))
+
+
+def test_a_stored_temperature_rescales_both_backends_and_a_recalibration_is_picked_up(tmp_path: Path) -> None:
+    import tensorflow as tf
+
+    from fer_core.calibration import apply_temperature
+
+    model = _tiny_model(7)
+    model.save(tmp_path / "model.keras")
+    (tmp_path / "model_int8.tflite").write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    faces = np.random.default_rng(1).uniform(0, 255, (6, 48, 48, 1)).astype(np.float32)
+    raw = KerasClassifier(tmp_path).predict(faces)  # no calibration.json: raw softmax
+    (tmp_path / "calibration.json").write_text('{"temperature": 0.25}')
+    for classifier in (KerasClassifier(tmp_path), LiteRTClassifier(tmp_path)):
+        assert classifier.temperature == 0.25
+        np.testing.assert_allclose(classifier.predict(faces), apply_temperature(raw, 0.25), atol=1e-4)
+    np.testing.assert_allclose(KerasClassifier(tmp_path, temperature=1.0).predict(faces), raw, atol=1e-6)
+
+    assert load_classifier(tmp_path, "keras").temperature == 0.25
+    (tmp_path / "calibration.json").write_text('{"temperature": 2.0}')
+    os.utime(tmp_path / "calibration.json", (1e9, 1e9))  # a new mtime even on a coarse-clock file system
+    assert load_classifier(tmp_path, "keras").temperature == 2.0  # not the cached 0.25 classifier
+
+    (tmp_path / "calibration.json").write_text('{"temperature": -1}')
+    with pytest.raises(ModelError, match="outside"):
+        LiteRTClassifier(tmp_path)

@@ -97,6 +97,37 @@ def test_folder_run_trains_evaluates_and_exports(folder_run: Path) -> None:
     np.testing.assert_allclose(from_dir, best, atol=1e-5)
     np.testing.assert_allclose(from_h5, best, atol=1e-5)
 
+    # The export is calibrated on val, and the run's status says with what temperature.
+    calibration = json.loads((export / "calibration.json").read_text())
+    assert calibration["fitted_on"] == "val" and calibration["n_images"] == 21
+    assert 0.05 <= calibration["temperature"] <= 20
+    assert calibration["nll_after"] <= calibration["nll_before"] + 1e-9
+    assert info.state["calibration"]["temperature"] == calibration["temperature"]
+    assert calibration["accuracy"] == pytest.approx(evaluation["accuracy"])
+
+
+def test_calibrate_cli_fits_a_model_folder_and_refuses_bad_paths(
+    folder_run: Path, tiny_datasets: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from training.calibrate import main
+
+    model = tmp_path / "model"
+    shutil.copytree(folder_run / runs.EXPORT_DIR, model)
+    (model / "calibration.json").unlink()
+    assert main(["--model", str(model), "--data", str(tiny_datasets["folder"])]) == 0
+    printed = capsys.readouterr().out
+    record = json.loads((model / "calibration.json").read_text())
+    assert f"temperature {record['temperature']:g} (fitted on 21 val faces" in printed
+    assert "LiteRT int8 ECE" in printed and "model card" not in printed  # no metrics.json: not a published model
+
+    assert main(["--model", str(model / "model.keras"), "--data", str(tiny_datasets["folder"])]) == 2
+    assert "is a file; give the model folder" in capsys.readouterr().err
+    assert main(["--model", str(tmp_path / "nope"), "--data", str(tiny_datasets["folder"])]) == 2
+    assert "model folder not found" in capsys.readouterr().err
+    assert main(["--model", str(model), "--data", str(tmp_path / "no-data")]) == 2
+    assert "error:" in capsys.readouterr().err
+    assert json.loads((model / "calibration.json").read_text()) == record  # failures wrote nothing
+
 
 def test_csv_format_trains_too_with_mixup_and_erasing(tiny_datasets: dict[str, Path], tmp_path: Path) -> None:
     from training.train import main
@@ -243,6 +274,25 @@ def test_resumed_ema_callback_swaps_the_raw_weights_back_before_training() -> No
     assert model_after_epoch_begin(restored_from_backup=False) == 2.0  # a fresh fit: nothing was swapped
 
 
+def test_publish_exports_calibrates_and_evaluates_with_the_temperature(
+    folder_run: Path, tiny_datasets: dict[str, Path], tmp_path: Path
+) -> None:
+    from training.evaluate import evaluate_model_file
+    from training.publish import model_card, publish
+
+    out = tmp_path / "published"
+    metrics = publish(folder_run, tiny_datasets["folder"], out)  # nothing published there yet: no bar
+    assert {p.name for p in out.iterdir()} == {"model.keras", "model_int8.tflite", "calibration.json",
+                                               "confusion_matrix.png", "metrics.json", "README.md"}
+    calibration = json.loads((out / "calibration.json").read_text())
+    assert metrics["calibration"] == calibration
+    assert metrics["val"]["ece"] == pytest.approx(calibration["ece_after"], abs=1e-6)  # evaluated calibrated
+    assert (out / "README.md").read_text() == model_card(metrics)
+    report = evaluate_model_file(out, tiny_datasets["folder"], "val")
+    assert report["temperature"] == calibration["temperature"]
+    assert report["ece"] == pytest.approx(metrics["val"]["ece"], abs=1e-6)
+
+
 def test_evaluate_cli_on_a_class_subset_with_litert_and_tta(
     folder_run: Path, tiny_datasets: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -288,8 +338,11 @@ def test_export_half_round_trips_to_float32(folder_run: Path, tiny_datasets: dic
     from fer_core.model_io import load_keras_model
     from training.export import export_model
 
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "calibration.json").write_text('{"temperature": 0.5}')  # the previous model's
     report = export_model(folder_run / runs.BEST_MODEL_FILE, tmp_path / "half", data=tiny_datasets["folder"],
                           half=True, timing_repeats=2)
+    assert not (tmp_path / "half" / "calibration.json").exists()  # it would mis-scale the new model
     full_mb = json.loads((folder_run / "export" / "report.json").read_text())["files"]["model.keras"]["mb"]
     assert report["files"]["model.keras"]["mb"] < 0.6 * full_mb
     stored = keras.saving.load_model(tmp_path / "half" / "model.keras", compile=False)

@@ -69,6 +69,46 @@ def test_metrics_and_card_carry_the_measured_figures(tmp_path: Path) -> None:
     assert "PrivateTest split was never used" in card
 
 
+def _calibration() -> dict:
+    return {"temperature": 0.6986, "ece_before": 0.113, "ece_after": 0.041, "ece_after_cross_fitted": 0.043,
+            "litert_ece_before": 0.112, "litert_ece_after": 0.040, "mean_confidence_before": 0.55,
+            "mean_confidence_after": 0.687, "accuracy": 0.662, "n_images": 3589}
+
+
+def test_the_card_and_the_readme_say_how_confidences_are_calibrated(tmp_path: Path) -> None:
+    report = {**_report(0.662), "ece": 0.041}
+    metrics = build_metrics(_run(tmp_path), report, _report(0.661), {}, _calibration())
+    card = model_card(metrics)
+    assert "| expected calibration error (15 bins) | 0.041 (temperature-scaled, T = 0.70) |" in card
+    assert "temperature-scaled with T = 0.70 (`calibration.json`)" in card
+    assert "0.113 raw, 0.041 calibrated; 0.043 cross-fitted" in card
+    assert "int8 LiteRT, same temperature: ECE 0.112 raw, 0.040 calibrated." in card
+    assert "Mean confidence 55.0% raw, 68.7% calibrated, against 66.2% accuracy." in card
+    assert "| expected calibration error | 0.041 (temperature-scaled, T = 0.70) |" in results_table(metrics)
+
+    (tmp_path / "raw").mkdir()
+    raw = build_metrics(_run(tmp_path / "raw"), _report(0.612), _report(0.611), {})
+    assert "raw softmax outputs: not calibrated" in model_card(raw)
+    assert "| expected calibration error | 0.040 (not calibrated) |" in results_table(raw)
+
+
+def test_recalibrating_a_published_model_rewrites_its_figures_card_and_readme_table(tmp_path: Path) -> None:
+    from training.calibrate import update_model_card
+
+    folder = tmp_path / "published"
+    folder.mkdir()
+    runs.write_json_atomic(folder / "metrics.json", build_metrics(_run(tmp_path), _report(0.662), _report(0.661), {}))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# ClassMood\n\n{RESULTS_START}\nold\n{RESULTS_END}\n")
+    assert update_model_card(folder, _calibration(), readme)
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["val"]["ece"] == 0.041 and metrics["calibration"]["temperature"] == 0.6986
+    assert metrics["val"]["accuracy"] == 0.662  # the rest is kept
+    assert (folder / "README.md").read_text() == model_card(metrics)
+    assert results_table(metrics) in readme.read_text()
+    assert not update_model_card(tmp_path / "unpublished", _calibration(), None)  # no metrics.json: no card
+
+
 def test_only_a_clearly_better_model_replaces_the_published_one() -> None:
     published = {"val": {"accuracy": 0.60}}
     assert publish_refusal(0.65, None, force=False) is None  # nothing published yet
@@ -211,6 +251,7 @@ def test_a_readme_without_the_markers_stops_publish_before_the_model_is_replaced
 
     monkeypatch.setattr("training.export.export_model", fake_export)
     monkeypatch.setattr("training.evaluate.evaluate_model_file", lambda *a, **k: _report(0.7))
+    monkeypatch.setattr("training.calibrate.calibrate_model", lambda *a, **k: _calibration())
     with pytest.raises(SystemExit, match="no <!-- model-results:start -->"):
         publish_module.publish(run, tmp_path, out, readme=readme)
     assert (out / "model.keras").read_bytes() == b"old model"

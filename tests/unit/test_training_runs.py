@@ -274,6 +274,7 @@ def _finished_run_with_export(runs_dir: Path, name: str = "good") -> Path:
     (export / "model.keras").write_bytes(b"keras-bytes")
     (export / "model_int8.tflite").write_bytes(b"tflite-bytes")
     (export / "report.json").write_text("{}")
+    (export / "calibration.json").write_text('{"temperature": 0.8}')
     (run_dir / runs.EVALUATION_FILE).write_text('{"accuracy": 0.61}')
     (run_dir / runs.CONFUSION_FILE).write_bytes(b"png")
     return run_dir
@@ -287,6 +288,7 @@ def test_promote_copies_the_export_and_points_the_app_at_it(runs_dir: Path, tmp_
     assert (dest / "model.keras").read_bytes() == b"keras-bytes"
     assert (dest / "model_int8.tflite").read_bytes() == b"tflite-bytes"
     assert json.loads((dest / runs.EVALUATION_FILE).read_text())["accuracy"] == 0.61
+    assert json.loads((dest / "calibration.json").read_text())["temperature"] == 0.8  # the app's confidences
     assert (dest / runs.CONFUSION_FILE).is_file()
     assert settings.active_model_dir() == dest.resolve()
     # Promoting again replaces the copy whole.
