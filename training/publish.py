@@ -38,7 +38,7 @@ RESULTS_START = "<!-- model-results:start -->"
 RESULTS_END = "<!-- model-results:end -->"
 # The run options a model card repeats for each training stage.
 STAGE_OPTIONS = (
-    "lr", "lr_schedule", "adam_epsilon", "ema", "precise_bn", "batch_size", "image_size", "augment",
+    "lr", "lr_schedule", "adam_epsilon", "weight_decay", "ema", "precise_bn", "batch_size", "image_size", "augment",
     "label_smoothing", "erasing", "mixup", "dropout", "class_weights",
 )
 
@@ -223,6 +223,7 @@ def _stage_line(number: int, stage: dict[str, Any]) -> str:
         + (f", mixup (alpha {options['mixup']})" if options.get("mixup") else "")
         + (", class weights" if options.get("class_weights") else "")
         + (f", Adam epsilon {epsilon}" if epsilon != DEFAULT_ADAM_EPSILON else "")
+        + (f", weight decay {options['weight_decay']}" if options.get("weight_decay") else "")
         + (f", weight moving average (momentum {options['ema']})" if options.get("ema") else "")
         + (f", BatchNorm statistics re-estimated on {options['precise_bn']} clean training faces"
            if options.get("precise_bn") else "")

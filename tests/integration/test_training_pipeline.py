@@ -129,11 +129,13 @@ def test_calibrate_cli_fits_a_model_folder_and_refuses_bad_paths(
     assert json.loads((model / "calibration.json").read_text()) == record  # failures wrote nothing
 
 
-def test_csv_format_trains_too_with_mixup_and_erasing(tiny_datasets: dict[str, Path], tmp_path: Path) -> None:
+def test_csv_format_trains_too_with_mixup_erasing_and_weight_decay(
+    tiny_datasets: dict[str, Path], tmp_path: Path
+) -> None:
     from training.train import main
 
     rc = main(["--data", str(tiny_datasets["csv"]), *TINY, "--no-export", "--runs-dir", str(tmp_path),
-               "--run-name", "csv", "--mixup", "0.2", "--erasing", "0.5"])
+               "--run-name", "csv", "--mixup", "0.2", "--erasing", "0.5", "--weight-decay", "0.05"])
     run_dir = tmp_path / "csv"
     assert rc == 0, (run_dir / runs.LOG_FILE).read_text()
     info = runs.read_run(run_dir)
@@ -141,7 +143,7 @@ def test_csv_format_trains_too_with_mixup_and_erasing(tiny_datasets: dict[str, P
     assert history_epochs(run_dir) == [0]
     assert "42 train / 21 val images" in (run_dir / runs.LOG_FILE).read_text()
     config = runs.read_json(run_dir / runs.CONFIG_FILE)
-    assert (config["mixup"], config["erasing"]) == (0.2, 0.5)
+    assert (config["mixup"], config["erasing"], config["weight_decay"]) == (0.2, 0.5, 0.05)
     assert (run_dir / runs.BEST_MODEL_FILE).is_file() and not (run_dir / runs.EXPORT_DIR).exists()
 
 
@@ -224,6 +226,30 @@ def test_precise_batch_norm_averages_each_batchs_statistics_and_leaves_frozen_la
     np.testing.assert_allclose(trained.moving_variance.numpy(), np.mean([b.var(0) for b in batches], 0), rtol=1e-4)
     assert trained.momentum == 0.9  # training goes on with its own momentum
     np.testing.assert_allclose(frozen.moving_mean.numpy(), [1.0, 2.0, 3.0])
+
+
+def test_weight_decay_shrinks_kernels_but_not_batch_norm_or_biases() -> None:
+    import keras
+
+    from training.train import make_optimizer
+
+    inputs = keras.Input((4,))
+    norm = keras.layers.BatchNormalization()
+    dense = keras.layers.Dense(3, bias_initializer="ones")
+    model = keras.Model(inputs, dense(norm(inputs)))
+    variables = [norm.gamma, norm.beta, dense.kernel, dense.bias]
+    norm.beta.assign(np.ones(4, np.float32))
+    before = [v.numpy().copy() for v in variables]
+    optimizer = make_optimizer(0.01, 1e-7, 0.0, weight_decay=0.5)
+    optimizer.apply_gradients([(keras.ops.zeros(v.shape), v) for v in variables])  # no gradient: decay only
+    gamma, beta, kernel, bias = (v.numpy() for v in variables)
+    np.testing.assert_allclose(kernel, before[2] * (1 - 0.01 * 0.5), rtol=1e-6)
+    for after, start in ((gamma, before[0]), (beta, before[1]), (bias, before[3])):
+        np.testing.assert_array_equal(after, start)
+    plain = make_optimizer(0.01, 1e-7, 0.0, weight_decay=0.0)
+    plain.apply_gradients([(keras.ops.zeros(dense.kernel.shape), dense.kernel)])
+    np.testing.assert_allclose(dense.kernel.numpy(), kernel, rtol=1e-6)  # off: nothing moves
+    assert model.count_params() == 4 * 4 + 4 * 3 + 3
 
 
 def test_cosine_decay_goes_from_the_base_rate_to_the_floor_and_leaves_the_warm_up_alone() -> None:

@@ -157,6 +157,7 @@ def test_a_fine_tuned_model_card_tells_every_training_stage(tmp_path: Path) -> N
     assert "moving average" not in card  # nor averaged weights
     assert "mixup" not in card  # nor blended faces
     assert "erasing" not in card  # nor noise patches
+    assert "weight decay" not in card  # nor decayed weights
     assert "3 epochs (best: epoch 2), 0.0 h; input 75 px, learning rate 0.00015," in card
     training["stages"][1]["options"]["image_size"] = 96  # a stage that fine-tuned at a larger input
     assert "3 epochs (best: epoch 2), 0.0 h; input 96 px, learning rate 0.00015," in model_card(metrics)
@@ -174,7 +175,9 @@ def test_a_fine_tuned_model_card_tells_every_training_stage(tmp_path: Path) -> N
     training["stages"][1]["options"]["mixup"] = 0.2
     assert "dropout 0.4, mixup (alpha 0.2), Adam epsilon 0.1," in model_card(metrics)
     training["stages"][1]["options"]["erasing"] = 0.5
-    assert "dropout 0.4, random erasing (p 0.5), mixup (alpha 0.2), Adam epsilon 0.1," in model_card(metrics)
+    training["stages"][1]["options"]["weight_decay"] = 0.05
+    assert ("dropout 0.4, random erasing (p 0.5), mixup (alpha 0.2), Adam epsilon 0.1, weight decay 0.05,"
+            in model_card(metrics))
     # The next stage starts from this one's metrics and keeps the whole chain.
     assert [s["run"] for s in training_stages(training)] == ["scratch-b", "run-a"]
 

@@ -349,8 +349,11 @@ def test_adam_epsilon_is_a_checked_run_option(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("option", "key", "message"), [
     ("--mixup", "mixup", "--mixup must be between 0"),
     ("--erasing", "erasing", "--erasing must be a probability between 0"),
+    ("--weight-decay", "weight_decay", "--weight-decay must be between 0"),
 ])
-def test_mixup_and_erasing_are_checked_run_options(tmp_path: Path, option: str, key: str, message: str) -> None:
+def test_mixup_erasing_and_weight_decay_are_checked_run_options(
+    tmp_path: Path, option: str, key: str, message: str
+) -> None:
     assert run_config(tmp_path, "--run-name", "default")[key] == 0.0  # off unless asked for
     assert run_config(tmp_path, "--run-name", "on", option, "0.2")[key] == 0.2
     for bad in ("-0.1", "1.5"):
