@@ -16,6 +16,7 @@ from pages import charts
 from pages.live_support import (
     analyse_upload,
     check_upload,
+    confidence_note,
     face_rows,
     open_live_session,
     rtc_configuration,
@@ -125,6 +126,7 @@ with webcam_tab:
         right_chart.altair_chart(charts.faces_chart(buckets, title="Faces in view"), width="stretch")
         with st.expander("Faces (anonymous track numbers)"):
             st.dataframe(face_rows(snap.tracks), hide_index=True, width="stretch")
+            st.caption(confidence_note(session.pipeline.classifier.temperature))
 
     with right:
         st.subheader("Class mood")

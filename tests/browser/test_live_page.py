@@ -70,6 +70,10 @@ def test_live_page_streams_faces_and_stores_the_session(app_server: dict, fake_w
             page.locator('[data-testid="stVegaLiteChart"]').first.wait_for(state="visible", timeout=15000)
             page.wait_for_timeout(3000)  # let a few buckets complete
             page.screenshot(path=str(ARTIFACTS / "live_page.png"), full_page=True)
+            # Every label's confidence is explained: the shipped model's are calibrated.
+            page.get_by_text("Faces (anonymous track numbers)", exact=True).click()
+            note = page.get_by_text("calibrated on FER2013 validation faces", exact=False)
+            note.wait_for(state="attached", timeout=15000)
 
             stop = page.frame_locator(COMPONENT).get_by_role("button", name="Stop", exact=True)
             stop.click()

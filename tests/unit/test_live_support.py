@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fer_core.settings import Settings
-from pages.live_support import check_upload, face_rows, rtc_configuration
+from pages.live_support import check_upload, confidence_note, face_rows, rtc_configuration
 
 
 @dataclass
@@ -44,6 +44,13 @@ def test_face_rows_show_confidence_next_to_every_label() -> None:
         {"Face #": 3, "Expression": "happy", "Confidence": "73%", "In view": "12 s"},
         {"Face #": 5, "Expression": "sad", "Confidence": "41%", "In view": "1 s"},
     ]
+
+
+def test_the_confidence_note_says_whether_the_model_is_calibrated() -> None:
+    calibrated, raw = confidence_note(0.7), confidence_note(1.0)
+    assert "calibrated on FER2013 validation faces" in calibrated and "no calibration" not in calibrated
+    assert "no calibration" in raw and "calibrated on" not in raw
+    assert all("not a measure of how anyone feels" in note for note in (calibrated, raw))
 
 
 def test_sensitivity_normal_is_the_measured_default() -> None:
