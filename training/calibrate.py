@@ -89,10 +89,10 @@ def cross_fitted_ece(probs: np.ndarray, labels: np.ndarray, folds: int = CROSS_F
 
 def calibration_record(probs: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
     """Fit T on (probs, labels) and measure what it changes."""
-    temperature = fit_temperature(probs, labels)
+    temperature = round(fit_temperature(probs, labels), 4)  # the figures below are for the value stored
     scaled = apply_temperature(probs, temperature)
     return {
-        "temperature": round(temperature, 4),
+        "temperature": temperature,
         "n_images": len(labels),
         "nll_before": negative_log_likelihood(probs, labels),
         "nll_after": negative_log_likelihood(probs, labels, temperature),
