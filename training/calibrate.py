@@ -134,18 +134,14 @@ def calibrate_model(model_dir: str | Path, data: str | Path, split: str = "val",
 
 def update_model_card(model_dir: Path, record: dict[str, Any], readme: Path | None) -> bool:
     """Record the calibration in a published model's metrics.json and card (and `readme`'s table)."""
-    from training.publish import CARD_FILE, METRICS_FILE, model_card, readme_with_results
+    from training.publish import METRICS_FILE, card_writer
 
     metrics = runs.read_json(model_dir / METRICS_FILE)
     if not metrics or "val" not in metrics:
         return False
     metrics["calibration"] = record
     metrics["val"]["ece"] = record["ece_after"]  # what evaluate now reports for this folder
-    new_readme = readme_with_results(readme.read_text(encoding="utf-8"), metrics) if readme else None
-    runs.write_json_atomic(model_dir / METRICS_FILE, metrics)
-    (model_dir / CARD_FILE).write_text(model_card(metrics), encoding="utf-8")
-    if readme is not None and new_readme is not None:
-        readme.write_text(new_readme, encoding="utf-8")
+    card_writer(model_dir, metrics, readme)()
     return True
 
 

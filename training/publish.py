@@ -18,6 +18,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -348,6 +349,20 @@ def readme_with_results(text: str, metrics: dict[str, Any]) -> str:
     return text[:start] + f"{RESULTS_START}\n{results_table(metrics)}{RESULTS_END}" + text[end + len(RESULTS_END):]
 
 
+def card_writer(out: Path, metrics: dict[str, Any], readme: Path | None) -> Callable[[], None]:
+    """Check `readme` now (SystemExit without the results markers); the returned call writes
+    metrics.json, the model card and the README's results table."""
+    new_readme = readme_with_results(readme.read_text(encoding="utf-8"), metrics) if readme else None
+
+    def write() -> None:
+        runs.write_json_atomic(out / METRICS_FILE, metrics)
+        (out / CARD_FILE).write_text(model_card(metrics), encoding="utf-8")
+        if readme is not None and new_readme is not None:
+            readme.write_text(new_readme, encoding="utf-8")
+
+    return write
+
+
 def publish_refusal(new_accuracy: float, previous: dict[str, Any] | None, force: bool) -> str | None:
     """Why a model must not replace the published one, or None."""
     if previous is None or force:
@@ -382,14 +397,11 @@ def publish(run_dir: Path, data: Path, out: Path, force: bool = False,
         if refusal:
             raise SystemExit(refusal)
         # Checked before anything is written, so a README without markers leaves the old model whole.
-        new_readme = readme_with_results(readme.read_text(encoding="utf-8"), metrics) if readme else None
+        write_card = card_writer(out, metrics, readme)
         out.mkdir(parents=True, exist_ok=True)
         for name in (KERAS_FILE, TFLITE_FILE, CALIBRATION_FILE, runs.CONFUSION_FILE):
             shutil.copy2(staging / name, out / name)
-    runs.write_json_atomic(out / METRICS_FILE, metrics)
-    (out / CARD_FILE).write_text(model_card(metrics), encoding="utf-8")
-    if readme is not None and new_readme is not None:
-        readme.write_text(new_readme, encoding="utf-8")
+    write_card()
     return metrics
 
 
