@@ -263,6 +263,7 @@ def make_dataset(
     augment: str = "none",
     erasing: float = 0.0,
     mixup: float = 0.0,
+    targets: np.ndarray | None = None,
     label_smoothing_classes: int = len(EMOTIONS),
     seed: int = 1234,
 ):
@@ -272,12 +273,16 @@ def make_dataset(
     training face and its label with another face of the batch, the weight drawn from
     Beta(mixup, mixup) (Zhang et al. 2018); FER2013's labels are noisy, and soft targets
     between two faces keep the model from fitting single noisy labels with full confidence.
+    `targets`, (n, 7) distributions, replace the one-hot labels (distillation).
     """
     import tensorflow as tf
 
     faces = data.images[..., None]
-    onehot = np.eye(label_smoothing_classes, dtype=np.float32)[data.labels]
-    ds = tf.data.Dataset.from_tensor_slices((faces, onehot)).cache()
+    if targets is None:
+        targets = np.eye(label_smoothing_classes, dtype=np.float32)[data.labels]
+    elif targets.shape != (len(data), label_smoothing_classes):
+        raise ValueError(f"targets must be ({len(data)}, {label_smoothing_classes}); got {targets.shape}")
+    ds = tf.data.Dataset.from_tensor_slices((faces, targets.astype(np.float32))).cache()
     if training:
         ds = ds.shuffle(len(data), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)

@@ -40,7 +40,7 @@ RESULTS_END = "<!-- model-results:end -->"
 # The run options a model card repeats for each training stage.
 STAGE_OPTIONS = (
     "lr", "lr_schedule", "adam_epsilon", "weight_decay", "ema", "precise_bn", "batch_size", "image_size", "augment",
-    "label_smoothing", "erasing", "mixup", "dropout", "class_weights",
+    "label_smoothing", "erasing", "mixup", "dropout", "class_weights", "distill_from", "distill_weight",
 )
 
 
@@ -223,12 +223,20 @@ def _stage_line(number: int, stage: dict[str, Any]) -> str:
         + (f", random erasing (p {options['erasing']})" if options.get("erasing") else "")
         + (f", mixup (alpha {options['mixup']})" if options.get("mixup") else "")
         + (", class weights" if options.get("class_weights") else "")
+        + (f", distilled from `{_short_path(options['distill_from'])}` (teacher share {options['distill_weight']}, "
+           "flip-averaged)" if options.get("distill_from") else "")
         + (f", Adam epsilon {epsilon}" if epsilon != DEFAULT_ADAM_EPSILON else "")
         + (f", weight decay {options['weight_decay']}" if options.get("weight_decay") else "")
         + (f", weight moving average (momentum {options['ema']})" if options.get("ema") else "")
         + (f", BatchNorm statistics re-estimated on {options['precise_bn']} clean training faces"
            if options.get("precise_bn") else "")
     )
+
+
+def _short_path(path: str) -> str:
+    """models/fer-inceptionv3 or runs/NAME/best.keras: enough to tell which model, not the machine's layout."""
+    parts = Path(path).parts
+    return "/".join(parts[-3:] if parts[-1].endswith((".keras", ".h5")) else parts[-2:])
 
 
 def _calibration_lines(calibration: dict[str, Any] | None) -> str:

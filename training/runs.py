@@ -333,7 +333,7 @@ def options_to_args(options: dict[str, Any]) -> list[str]:
             if value:
                 args.append(flag)
         elif value is not None:
-            if key in ("data", "init_from"):
+            if key in ("data", "init_from", "distill_from"):
                 value = Path(value).expanduser().resolve()  # the child runs in the project root
             args += [flag, str(value)]
     try:

@@ -67,6 +67,11 @@ MIN_LR = 1e-6  # ReduceLROnPlateau's floor, and where the cosine schedule ends
 # cosine: decay to MIN_LR by the last epoch, for a run whose epochs fit the time there is.
 LR_SCHEDULES = ("plateau", "cosine")
 EARLY_STOP_PATIENCE = 8
+# With --distill-from: the teacher's share of each training target (the label keeps the rest).
+DEFAULT_DISTILL_WEIGHT = 0.5
+# The teacher's predictions on the training faces, kept so a resume trains towards the same targets
+# even when the teacher file has been replaced since (a publish over models/, say).
+TEACHER_TARGETS_FILE = "teacher_targets.npy"
 PROGRESS_EVERY_N_BATCHES = 20
 BACKUP_DIR = "backup"
 TRAINED = "trained"  # phases_done marker: fitting is over, only evaluation/export remain
@@ -123,6 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA",
                         help="blend training faces and labels in pairs, weights from Beta(ALPHA, ALPHA), "
                              "e.g. 0.2 (0: off)")
+    parser.add_argument("--distill-from", type=Path, metavar="MODEL",
+                        help="self-distillation: train towards this model's predictions (calibrated, averaged "
+                             "with the mirror image) on the clean training faces, mixed with the labels; "
+                             "it may be the --init-from model")
+    parser.add_argument("--distill-weight", type=float, default=DEFAULT_DISTILL_WEIGHT, metavar="W",
+                        help="with --distill-from: the teacher's share of each training target, in (0, 1]")
     parser.add_argument("--class-weights", action="store_true", help="weight classes by inverse frequency (capped)")
     parser.add_argument("--dropout", type=float, default=0.4, help="dropout before the softmax head")
     parser.add_argument("--head-epochs", type=int, default=DEFAULT_HEAD_EPOCHS, help="head-only epochs (pretrained)")
@@ -157,6 +168,16 @@ def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit("error: --ema must be in [0, 1): 0 turns it off, 0.999 averages over ~1000 steps")
     if args.image_size < 75:
         raise SystemExit("error: --image-size must be at least 75 (InceptionV3's minimum)")
+    if not 0.0 < args.distill_weight <= 1.0:
+        raise SystemExit("error: --distill-weight must be in (0, 1]: the teacher's share of each target")
+    distill_from = None
+    if args.distill_from:
+        from fer_core.model_io import KERAS_FILE, ModelError, resolve_model_file
+
+        try:  # a missing teacher fails here, not after the data has loaded
+            distill_from = str(resolve_model_file(args.distill_from, KERAS_FILE).resolve())
+        except ModelError as exc:
+            raise SystemExit(f"error: --distill-from: {exc}") from None
     return {
         "data": str(Path(args.data).expanduser().resolve()),
         "epochs": args.epochs,
@@ -175,6 +196,8 @@ def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "erasing": args.erasing,
         "mixup": args.mixup,
         "class_weights": args.class_weights,
+        "distill_from": distill_from,
+        "distill_weight": args.distill_weight if distill_from else 0.0,
         "dropout": args.dropout,
         "head_epochs": args.head_epochs,
         "train_split": args.train_split,
@@ -324,10 +347,12 @@ def train(run_dir: Path, config: dict[str, Any], stop: StopRequested) -> dict[st
         "data: %d train / %d val images (%.1fs); train counts %s",
         len(train_data), len(val_data), time.monotonic() - t0, train_data.class_counts(),
     )
+    targets = distillation_targets(run_dir, config, train_data) if config.get("distill_from") else None
     train_ds = data_lib.make_dataset(
         train_data, config["batch_size"], training=True, augment=config["augment"],
         erasing=config.get("erasing", 0.0),  # runs from before these options resume without them
         mixup=config.get("mixup", 0.0),
+        targets=targets,
         seed=shuffle_seed,
     )
     val_ds = data_lib.make_dataset(val_data, config["batch_size"], training=False)
@@ -459,6 +484,41 @@ def train(run_dir: Path, config: dict[str, Any], stop: StopRequested) -> dict[st
     except TrainingStopped:
         return {"stopped": True}
     return {"stopped": False}
+
+
+def distillation_targets(run_dir: Path, config: dict[str, Any], train_data: Any) -> Any:
+    """(n, 7) training targets: each face's one-hot label and the teacher's prediction, mixed by distill_weight.
+
+    FER2013's labels are noisy (about 65% human agreement): the teacher's soft prediction says how much
+    a face also looks like the other classes, where a one-hot label says it is one class only. The teacher
+    sees each clean face and its mirror image, as the flip TTA does, and its stored calibration applies.
+    """
+    import numpy as np
+
+    from fer_core.emotions import NUM_EMOTIONS
+
+    path = run_dir / TEACHER_TARGETS_FILE
+    shape = (len(train_data), NUM_EMOTIONS)
+    if path.is_file():
+        teacher = np.load(path)
+        if teacher.shape != shape:
+            raise SystemExit(f"error: {path} holds {teacher.shape} teacher predictions for {shape[0]} training "
+                             "faces; the data set has changed since this run started")
+        log.info("distillation: teacher predictions read from %s", path)
+    else:
+        from training.inference import load_predictor, predict_tta
+
+        t0 = time.monotonic()
+        teacher = predict_tta(load_predictor(config["distill_from"], "keras"), train_data.images)
+        partial = path.with_suffix(".partial.npy")
+        np.save(partial, teacher.astype(np.float32))
+        os.replace(partial, path)
+        log.info("distillation: teacher %s agrees with %.1f%% of the %d training labels (%.0fs)",
+                 config["distill_from"], 100 * float((teacher.argmax(1) == train_data.labels).mean()),
+                 len(train_data), time.monotonic() - t0)
+    weight = config["distill_weight"]
+    onehot = np.eye(NUM_EMOTIONS, dtype=np.float32)[train_data.labels]
+    return ((1.0 - weight) * onehot + weight * teacher).astype(np.float32)
 
 
 def make_optimizer(lr: float, epsilon: float, ema: float, weight_decay: float) -> Any:

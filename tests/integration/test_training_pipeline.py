@@ -129,22 +129,33 @@ def test_calibrate_cli_fits_a_model_folder_and_refuses_bad_paths(
     assert json.loads((model / "calibration.json").read_text()) == record  # failures wrote nothing
 
 
-def test_csv_format_trains_too_with_mixup_erasing_and_weight_decay(
-    tiny_datasets: dict[str, Path], tmp_path: Path
+def test_csv_format_trains_too_with_mixup_erasing_weight_decay_and_distillation(
+    folder_run: Path, tiny_datasets: dict[str, Path], tmp_path: Path
 ) -> None:
-    from training.train import main
+    from training.data import load_split
+    from training.inference import load_predictor, predict_tta
+    from training.train import TEACHER_TARGETS_FILE, main
 
+    teacher = folder_run / runs.BEST_MODEL_FILE
     rc = main(["--data", str(tiny_datasets["csv"]), *TINY, "--no-export", "--runs-dir", str(tmp_path),
-               "--run-name", "csv", "--mixup", "0.2", "--erasing", "0.5", "--weight-decay", "0.05"])
+               "--run-name", "csv", "--mixup", "0.2", "--erasing", "0.5", "--weight-decay", "0.05",
+               "--distill-from", str(teacher), "--distill-weight", "0.6"])
     run_dir = tmp_path / "csv"
     assert rc == 0, (run_dir / runs.LOG_FILE).read_text()
     info = runs.read_run(run_dir)
     assert info.status == "finished" and info.state["epoch"] == 1
     assert history_epochs(run_dir) == [0]
-    assert "42 train / 21 val images" in (run_dir / runs.LOG_FILE).read_text()
+    log_text = (run_dir / runs.LOG_FILE).read_text()
+    assert "42 train / 21 val images" in log_text
+    assert "of the 42 training labels" in log_text
     config = runs.read_json(run_dir / runs.CONFIG_FILE)
     assert (config["mixup"], config["erasing"], config["weight_decay"]) == (0.2, 0.5, 0.05)
+    assert (config["distill_from"], config["distill_weight"]) == (str(teacher.resolve()), 0.6)
     assert (run_dir / runs.BEST_MODEL_FILE).is_file() and not (run_dir / runs.EXPORT_DIR).exists()
+    # The kept teacher predictions are the teacher's own, averaged with the mirror images.
+    train = load_split(tiny_datasets["csv"], "train")
+    expected = predict_tta(load_predictor(teacher), train.images)
+    np.testing.assert_allclose(np.load(run_dir / TEACHER_TARGETS_FILE), expected, atol=1e-5)
 
 
 def test_fine_tuning_warms_up_then_decays_on_a_cosine_with_the_adam_epsilon_asked_for(

@@ -178,6 +178,13 @@ def test_a_fine_tuned_model_card_tells_every_training_stage(tmp_path: Path) -> N
     training["stages"][1]["options"]["weight_decay"] = 0.05
     assert ("dropout 0.4, random erasing (p 0.5), mixup (alpha 0.2), Adam epsilon 0.1, weight decay 0.05,"
             in model_card(metrics))
+    assert "distilled" not in model_card(metrics)
+    training["stages"][1]["options"] |= {"distill_from": "/srv/classmood/models/fer-inceptionv3", "distill_weight": 0.5}
+    assert ("class weights" not in model_card(metrics)
+            and "dropout 0.4, random erasing (p 0.5), mixup (alpha 0.2), distilled from `models/fer-inceptionv3` "
+            "(teacher share 0.5, flip-averaged), Adam epsilon 0.1," in model_card(metrics))
+    training["stages"][1]["options"]["distill_from"] = "/srv/classmood/data/runs/kd-a/best.keras"
+    assert "distilled from `runs/kd-a/best.keras` (teacher share 0.5" in model_card(metrics)
     # The next stage starts from this one's metrics and keeps the whole chain.
     assert [s["run"] for s in training_stages(training)] == ["scratch-b", "run-a"]
 

@@ -194,6 +194,17 @@ def test_mixup_leaves_validation_and_the_default_alone() -> None:
         assert set(np.unique(faces.numpy())) == {0.0, 200.0}
 
 
+def test_given_targets_replace_the_one_hot_labels_and_must_fit_the_faces() -> None:
+    split = _two_class_split()
+    targets = np.full((len(split), len(EMOTIONS)), 0.05, np.float32)
+    targets[:, EMOTION_INDEX["sad"]] = 0.7  # unlike any one-hot label of the split
+    faces, labels = next(iter(make_dataset(split, 64, training=True, targets=targets, seed=3)))
+    assert np.allclose(labels.numpy(), targets[: len(labels)])
+    assert len(faces) == len(labels)
+    with pytest.raises(ValueError, match=r"targets must be \(64, 7\)"):
+        make_dataset(split, 64, training=True, targets=targets[:10])
+
+
 def _erased_masks(erasing: float, *, training: bool = True, n: int = 256) -> np.ndarray:
     """Which pixels of n flat grey (128) faces a batch changed, with no other augmentation."""
     split = SplitData(np.full((n, 48, 48), 128, np.uint8), np.zeros(n, np.int32), ["angry"])

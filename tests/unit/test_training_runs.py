@@ -360,3 +360,56 @@ def test_mixup_erasing_and_weight_decay_are_checked_run_options(
         with pytest.raises(SystemExit, match=message):
             run_config(tmp_path, "--run-name", "bad", option, bad)
     assert runs.options_to_args({"data": "d", key: 0.3})[2:] == [option, "0.3"]
+
+
+def test_distillation_is_a_checked_run_option_that_needs_a_teacher_model(tmp_path: Path) -> None:
+    config = run_config(tmp_path, "--run-name", "default")
+    assert (config["distill_from"], config["distill_weight"]) == (None, 0.0)  # off unless asked for
+    teacher = tmp_path / "models" / "fer"
+    teacher.mkdir(parents=True)
+    (teacher / "model.keras").write_bytes(b"")
+    config = run_config(tmp_path, "--run-name", "kd", "--distill-from", str(teacher))
+    assert config["distill_from"] == str((teacher / "model.keras").resolve())  # the file, fixed at the start
+    assert config["distill_weight"] == 0.5
+    assert run_config(tmp_path, "--run-name", "kd7", "--distill-from", str(teacher),
+                      "--distill-weight", "0.7")["distill_weight"] == 0.7
+    with pytest.raises(SystemExit, match="--distill-from: model file not found"):
+        run_config(tmp_path, "--run-name", "none", "--distill-from", str(tmp_path / "nope"))
+    for bad in ("0", "1.5"):
+        with pytest.raises(SystemExit, match=r"--distill-weight must be in \(0, 1\]"):
+            run_config(tmp_path, "--run-name", "bad", "--distill-from", str(teacher), "--distill-weight", bad)
+    assert not (tmp_path / "runs" / "none").exists() and not (tmp_path / "runs" / "bad").exists()
+    args = runs.options_to_args({"data": "d", "distill_from": str(teacher), "distill_weight": 0.3})
+    assert args[2:] == ["--distill-from", str(teacher.resolve()), "--distill-weight", "0.3"]
+
+
+def test_distillation_targets_mix_label_and_teacher_and_are_kept_for_a_resume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import numpy as np
+
+    from training import inference
+    from training.data import SplitData
+    from training.train import TEACHER_TARGETS_FILE, distillation_targets
+
+    labels = np.array([0, 3, 6], np.int32)
+    split = SplitData(np.zeros((3, 48, 48), np.uint8), labels, ["angry", "happy", "surprise"])
+    teacher = np.full((3, 7), 1 / 7, np.float32)
+    calls: list[str] = []
+    monkeypatch.setattr(inference, "load_predictor", lambda path, backend: calls.append(f"{path} {backend}"))
+    monkeypatch.setattr(inference, "predict_tta", lambda predictor, images: teacher)
+    config = {"distill_from": "/m/model.keras", "distill_weight": 0.25}
+
+    targets = distillation_targets(tmp_path, config, split)
+    assert calls == ["/m/model.keras keras"]
+    expected = 0.75 * np.eye(7)[labels] + 0.25 / 7
+    np.testing.assert_allclose(targets, expected, rtol=1e-6)
+    np.testing.assert_allclose(targets.sum(axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_array_equal(np.load(tmp_path / TEACHER_TARGETS_FILE), teacher)
+
+    # A resume reads the kept predictions: the teacher is not asked again (it may have been replaced).
+    np.testing.assert_allclose(distillation_targets(tmp_path, config, split), expected, rtol=1e-6)
+    assert len(calls) == 1
+    fewer = SplitData(split.images[:2], labels[:2], ["angry", "happy"])
+    with pytest.raises(SystemExit, match=r"for 2 training faces; the data set has changed"):
+        distillation_targets(tmp_path, config, fewer)
