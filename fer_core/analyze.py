@@ -205,7 +205,8 @@ def analyze_video_result(
     settings = settings or get_settings()
     store = store or get_store(settings.db_url)
     if classifier is None:
-        classifier = load_classifier(model_path or settings.active_model_dir(), backend or settings.classifier_backend)
+        classifier = load_classifier(model_path or settings.active_model_dir(), backend or settings.classifier_backend,
+                                     settings.classifier_flip_average)
     base = float(math.floor(time.time()))
     started_at = datetime.fromtimestamp(base, UTC)
     session = LiveSession(

@@ -5,12 +5,17 @@ confidence next to every label. Temperature scaling (Guo et al., 2017) fixes the
 without changing any prediction: p_i' is proportional to p_i ** (1 / T), which equals
 softmax(z / T) for the model's logits z. It works on probabilities, so both backends
 (Keras and LiteRT) share it and no model file changes. `training.calibrate` fits T.
+
+The file may also say `"flip_average": true`: the model is then meant to see each face with
+its mirror image and average the two (faces are near-symmetric, so this cuts noise at twice
+the classifier cost), and T was fitted on those averaged outputs.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -43,15 +48,26 @@ def check_temperature(value: object, source: str) -> float:
     return float(value)
 
 
-def read_temperature(model_folder: str | Path) -> float:
-    """The temperature stored in `model_folder`, or 1.0 (uncalibrated) when it has no calibration file."""
+@dataclass(frozen=True)
+class Calibration:
+    """How a model's outputs become the probabilities shown: flip averaging, then the temperature."""
+
+    temperature: float = 1.0
+    flip_average: bool = False
+
+
+def read_calibration(model_folder: str | Path) -> Calibration:
+    """The calibration stored in `model_folder`, or none (T 1.0, no flip averaging) when it has no file."""
     path = Path(model_folder) / CALIBRATION_FILE
     if not path.is_file():
-        return 1.0
+        return Calibration()
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelError(f"cannot read {path}: {exc}") from exc
     if not isinstance(record, dict) or "temperature" not in record:
         raise ModelError(f"{path} has no \"temperature\" (delete it to run uncalibrated)")
-    return check_temperature(record["temperature"], str(path))
+    flip_average = record.get("flip_average", False)
+    if not isinstance(flip_average, bool):
+        raise ModelError(f"{path}: flip_average must be true or false; got {flip_average!r}")
+    return Calibration(check_temperature(record["temperature"], str(path)), flip_average)

@@ -6,7 +6,8 @@
 Every backend takes a batch of faces (n, 48, 48, 1) float32 in 0..255 (see
 `fer_core.preprocess.crop_faces`) and returns (n, 7) probabilities in EMOTIONS order,
 rescaled by the model's calibration temperature (`fer_core.calibration`) when it has one.
-All faces of a frame go through one call. Models load once per process.
+All faces of a frame go through one call; with flip averaging, the faces and their mirror
+images go through that one call together. Models load once per process.
 """
 
 from __future__ import annotations
@@ -20,7 +21,13 @@ from typing import Any
 
 import numpy as np
 
-from fer_core.calibration import CALIBRATION_FILE, apply_temperature, check_temperature, read_temperature
+from fer_core.calibration import (
+    CALIBRATION_FILE,
+    Calibration,
+    apply_temperature,
+    check_temperature,
+    read_calibration,
+)
 from fer_core.emotions import FACE_SIZE, NUM_EMOTIONS
 from fer_core.model_io import KERAS_FILE, TFLITE_FILE, ModelError, check_model_io, resolve_model_file
 
@@ -33,13 +40,18 @@ LITERT_THREADS = 2
 class EmotionClassifier(ABC):
     backend: str = "abstract"
 
-    def __init__(self, source: Path, temperature: float | None = None) -> None:
-        """`temperature` None: the one stored next to the model file (1.0 if none); 1.0: raw probabilities."""
+    def __init__(self, source: Path, temperature: float | None = None, flip_average: bool | None = None) -> None:
+        """None for either: as stored next to the model file (`calibration.json`; none: 1.0 and no flip).
+
+        `temperature=1.0, flip_average=False` gives the model's raw probabilities.
+        """
         self.source = source
-        if temperature is None:
-            self.temperature = read_temperature(source if source.is_dir() else source.parent)
-        else:
-            self.temperature = check_temperature(temperature, f"{source} temperature")
+        stored = Calibration()
+        if temperature is None or flip_average is None:
+            stored = read_calibration(source if source.is_dir() else source.parent)
+        self.temperature = stored.temperature if temperature is None else check_temperature(
+            temperature, f"{source} temperature")
+        self.flip_average = stored.flip_average if flip_average is None else bool(flip_average)
 
     def predict(self, faces: np.ndarray) -> np.ndarray:
         """(n, 48, 48, 1) float32 0..255 -> (n, 7) probabilities. n may be 0."""
@@ -48,20 +60,26 @@ class EmotionClassifier(ABC):
             raise ValueError(f"faces must be (n, {FACE_SIZE}, {FACE_SIZE}, 1); got {faces.shape}")
         if len(faces) == 0:
             return np.empty((0, NUM_EMOTIONS), dtype=np.float32)
-        return apply_temperature(self._predict(faces), self.temperature)
+        if not self.flip_average:
+            return apply_temperature(self._predict(faces), self.temperature)
+        both = self._predict(np.concatenate([faces, faces[:, :, ::-1, :]]))  # one call for faces and mirrors
+        n = len(faces)
+        return apply_temperature((both[:n] + both[n:]) / 2.0, self.temperature)
 
     @abstractmethod
     def _predict(self, faces: np.ndarray) -> np.ndarray: ...
 
     def __repr__(self) -> str:
         calibrated = f", temperature {self.temperature:g}" if self.temperature != 1.0 else ""
-        return f"{type(self).__name__}({self.source}{calibrated})"
+        flipped = ", flip-averaged" if self.flip_average else ""
+        return f"{type(self).__name__}({self.source}{calibrated}{flipped})"
 
 
 class KerasClassifier(EmotionClassifier):
     backend = "keras"
 
-    def __init__(self, path: str | Path, model: Any | None = None, temperature: float | None = None) -> None:
+    def __init__(self, path: str | Path, model: Any | None = None, temperature: float | None = None,
+                 flip_average: bool | None = None) -> None:
         """Load the `.keras` model at `path`, or wrap an already loaded `model` (export checks)."""
         import tensorflow as tf
 
@@ -70,7 +88,7 @@ class KerasClassifier(EmotionClassifier):
         if model is None:
             path = resolve_model_file(path, KERAS_FILE)
             model = load_keras_model(path)
-        super().__init__(Path(path), temperature)
+        super().__init__(Path(path), temperature, flip_average)
         self.model = model
         # One traced function with a fixed signature: no retracing per batch size, thread-safe.
         spec = tf.TensorSpec([None, FACE_SIZE, FACE_SIZE, 1], tf.float32)
@@ -83,8 +101,9 @@ class KerasClassifier(EmotionClassifier):
 class LiteRTClassifier(EmotionClassifier):
     backend = "litert"
 
-    def __init__(self, path: str | Path, num_threads: int = LITERT_THREADS, temperature: float | None = None) -> None:
-        super().__init__(resolve_model_file(path, TFLITE_FILE), temperature)
+    def __init__(self, path: str | Path, num_threads: int = LITERT_THREADS, temperature: float | None = None,
+                 flip_average: bool | None = None) -> None:
+        super().__init__(resolve_model_file(path, TFLITE_FILE), temperature, flip_average)
         from ai_edge_litert.interpreter import Interpreter
 
         try:
@@ -122,15 +141,23 @@ def _choose_backend(model_dir: Path, backend: str) -> str:
 
 
 @functools.lru_cache(maxsize=4)
-def _load_cached(model_path: str, backend: str, mtimes: tuple[float, float]) -> EmotionClassifier:
-    """One classifier per model, backend and (model file, calibration file) modification times."""
+def _load_cached(model_path: str, backend: str, flip_average: bool | None,
+                 mtimes: tuple[float, float]) -> EmotionClassifier:
+    """One classifier per model, backend, flip choice and (model file, calibration file) modification times."""
     path = Path(model_path)
     log.info("loading %s classifier from %s", backend, path)
-    return LiteRTClassifier(path) if backend == "litert" else KerasClassifier(path)
+    if backend == "litert":
+        return LiteRTClassifier(path, flip_average=flip_average)
+    return KerasClassifier(path, flip_average=flip_average)
 
 
-def load_classifier(model_dir: str | Path | None = None, backend: str = "auto") -> EmotionClassifier:
-    """The classifier for `model_dir` (default: the active model), loaded once per process."""
+def load_classifier(model_dir: str | Path | None = None, backend: str = "auto",
+                    flip_average: bool | None = None) -> EmotionClassifier:
+    """The classifier for `model_dir` (default: the active model), loaded once per process.
+
+    `flip_average` None follows the model's calibration.json (for the active model: the
+    `classifier_flip_average` setting first).
+    """
     if model_dir is None:
         from fer_core.settings import get_settings
 
@@ -138,6 +165,8 @@ def load_classifier(model_dir: str | Path | None = None, backend: str = "auto") 
         model_dir = settings.active_model_dir()
         if backend == "auto":
             backend = settings.classifier_backend
+        if flip_average is None:
+            flip_average = settings.classifier_flip_average
     model_dir = Path(model_dir).expanduser().resolve()
     if not model_dir.exists():
         raise ModelError(f"model not found: {model_dir}")
@@ -145,4 +174,4 @@ def load_classifier(model_dir: str | Path | None = None, backend: str = "auto") 
     file = resolve_model_file(model_dir, TFLITE_FILE if chosen == "litert" else KERAS_FILE)
     calibration = file.parent / CALIBRATION_FILE
     calibrated_at = calibration.stat().st_mtime if calibration.is_file() else 0.0
-    return _load_cached(str(model_dir), chosen, (file.stat().st_mtime, calibrated_at))
+    return _load_cached(str(model_dir), chosen, flip_average, (file.stat().st_mtime, calibrated_at))

@@ -104,7 +104,8 @@ class LiveSession:
         params = DetectorParams.from_settings(settings)
         if min_neighbors is not None:
             params = replace(params, min_neighbors=min_neighbors)
-        classifier = classifier or load_classifier(settings.active_model_dir(), settings.classifier_backend)
+        classifier = classifier or load_classifier(
+            settings.active_model_dir(), settings.classifier_backend, settings.classifier_flip_average)
         return cls(
             store or get_store(settings.db_url),
             classifier,

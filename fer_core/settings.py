@@ -42,6 +42,11 @@ class Settings(BaseSettings):
         default=None, description="Explicit model directory; overrides the promoted and shipped model."
     )
     classifier_backend: Literal["auto", "keras", "litert"] = "auto"
+    classifier_flip_average: bool | None = Field(
+        default=None,
+        description="Average each face with its mirror image (twice the classifier time); "
+        "unset: as the model's calibration.json says.",
+    )
 
     # --- face detector (defaults measured on the group photos, see README) --
     detect_width: int = Field(default=640, ge=160, description="Frames are downscaled to this width to detect.")
@@ -91,7 +96,8 @@ class Settings(BaseSettings):
         return (init_settings, env_settings, secrets_toml, file_secret_settings)
 
     @field_validator(
-        "app_password", "analyst_password", "trainer_password", "model_path", "database_url", mode="before"
+        "app_password", "analyst_password", "trainer_password", "model_path", "database_url",
+        "classifier_flip_average", mode="before"
     )
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:

@@ -48,7 +48,7 @@ def rss_mb() -> float:
 
 def soak(class_minutes: float, fps: float, settings: Settings, backend: str) -> int:
     frames = real_face_frames()
-    classifier = load_classifier(settings.active_model_dir(), backend)
+    classifier = load_classifier(settings.active_model_dir(), backend, settings.classifier_flip_average)
     with tempfile.TemporaryDirectory(prefix="classmood-soak-") as tmp:
         store = Store(f"sqlite:///{Path(tmp) / 'soak.db'}")
         session = LiveSession(store, classifier, name="soak", source="live", settings=settings)
@@ -81,7 +81,7 @@ def soak(class_minutes: float, fps: float, settings: Settings, backend: str) -> 
 
 def load(streams: int, seconds: float, settings: Settings, backend: str) -> int:
     frames = real_face_frames()
-    classifier = load_classifier(settings.active_model_dir(), backend)
+    classifier = load_classifier(settings.active_model_dir(), backend, settings.classifier_flip_average)
     counts = [0] * streams
     stop = threading.Event()
     with tempfile.TemporaryDirectory(prefix="classmood-load-") as tmp:

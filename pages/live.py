@@ -126,7 +126,8 @@ with webcam_tab:
         right_chart.altair_chart(charts.faces_chart(buckets, title="Faces in view"), width="stretch")
         with st.expander("Faces (anonymous track numbers)"):
             st.dataframe(face_rows(snap.tracks), hide_index=True, width="stretch")
-            st.caption(confidence_note(session.pipeline.classifier.temperature))
+            classifier = session.pipeline.classifier
+            st.caption(confidence_note(classifier.temperature, classifier.flip_average))
 
     with right:
         st.subheader("Class mood")

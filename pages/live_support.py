@@ -65,14 +65,15 @@ def face_rows(tracks: Sequence[Any]) -> pd.DataFrame:
     )
 
 
-def confidence_note(temperature: float) -> str:
+def confidence_note(temperature: float, flip_average: bool = False) -> str:
     """What the Confidence column means for a model with this calibration temperature (1.0: none)."""
     meaning = (
         "calibrated on FER2013 validation faces: labels shown at 70% were right about 7 times in 10 there"
         if temperature != 1.0
         else "the model's raw probability (this model has no calibration, so it may be over- or under-confident)"
     )
-    return (f"Confidence is how sure the model is of the expression label, {meaning}. "
+    flipped = " Each face is read together with its mirror image and the two are averaged." * flip_average
+    return (f"Confidence is how sure the model is of the expression label, {meaning}.{flipped} "
             "It is not a measure of how anyone feels.")
 
 

@@ -46,7 +46,7 @@ class FakeClassifier(EmotionClassifier):
     backend = "fake"
 
     def __init__(self, label: str | None = "happy", confidence: float = 0.9) -> None:
-        super().__init__(Path("<fake>"), temperature=1.0)  # its confidences are exactly as given
+        super().__init__(Path("<fake>"), temperature=1.0, flip_average=False)  # its confidences are exactly as given
         self.label = label
         self.confidence = confidence
         self.batch_sizes: list[int] = []

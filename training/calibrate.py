@@ -1,12 +1,18 @@
 """Fit a model's confidence temperature on `val/` and store it next to the model.
 
     python -m training.calibrate --model models/fer-inceptionv3 --data ../shared/datasets/fer2013
+    python -m training.calibrate --model data/runs/NAME/export --data DATA --flip-average
 
 The temperature T minimises the negative log-likelihood of the val labels; predictions, and
 so accuracy, do not change (see `fer_core.calibration`). It is written to `calibration.json`
 in the model folder, where both classifier backends pick it up. For a published model (one
 with `metrics.json`) the calibration is also recorded there and the model card is rewritten,
 and for the shipped model the README's results table too, so all of them keep agreeing.
+
+With `--flip-average` the model is declared to average each face with its mirror image
+(twice the classifier time, usually a little more accurate), and T is fitted on those
+averaged outputs; without the option the folder's current choice is kept. A published
+model's flip choice is part of its measured accuracy, so it changes only by publishing again.
 
 The ECE after calibration is measured on the same faces T was fitted on; the report also
 gives a cross-fitted ECE (T fitted on one half of val, measured on the other), the honest one.
@@ -24,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from fer_core.calibration import CALIBRATION_FILE, TEMPERATURE_RANGE, apply_temperature
+from fer_core.calibration import CALIBRATION_FILE, TEMPERATURE_RANGE, apply_temperature, read_calibration
 from fer_core.model_io import KERAS_FILE, TFLITE_FILE, ModelError, resolve_model_file
 from training import runs
 from training.data import DatasetError, load_split
@@ -105,11 +111,21 @@ def calibration_record(probs: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
     }
 
 
+def current_flip_average(model_dir: Path) -> bool:
+    """The folder's stored flip choice; False when it has none or its calibration file is broken (refit)."""
+    try:
+        return read_calibration(model_dir).flip_average
+    except ModelError as exc:
+        log.warning("%s; fitting a new calibration without flip averaging", exc)
+        return False
+
+
 def calibrate_model(model_dir: str | Path, data: str | Path, split: str = "val", *,
-                    skip_corrupt: bool = False) -> dict[str, Any]:
+                    flip_average: bool | None = None, skip_corrupt: bool = False) -> dict[str, Any]:
     """Fit the temperature of the Keras model in `model_dir` on `split` and write `calibration.json` there.
 
-    When the folder also holds the LiteRT export, its ECE with the same temperature is measured too.
+    `flip_average` None keeps the folder's current choice. When the folder also holds the LiteRT
+    export, its ECE with the same temperature is measured too.
     Raises DatasetError / ModelError for bad data or model files; writes nothing then.
     """
     model_dir = Path(model_dir)
@@ -118,11 +134,13 @@ def calibrate_model(model_dir: str | Path, data: str | Path, split: str = "val",
     if not model_dir.is_dir():
         raise ModelError(f"model folder not found: {model_dir}")
     resolve_model_file(model_dir, KERAS_FILE)
+    if flip_average is None:
+        flip_average = current_flip_average(model_dir)
     split_data = load_split(data, split, require_all_classes=False, skip_corrupt=skip_corrupt)
-    probs = predict(load_predictor(model_dir, "keras", temperature=1.0), split_data.images)
-    record = calibration_record(probs, split_data.labels)
+    probs = predict(load_predictor(model_dir, "keras", 1.0, flip_average), split_data.images)
+    record = calibration_record(probs, split_data.labels) | {"flip_average": flip_average}
     if (model_dir / TFLITE_FILE).is_file():
-        lite = predict(load_predictor(model_dir, "litert", temperature=1.0), split_data.images)
+        lite = predict(load_predictor(model_dir, "litert", 1.0, flip_average), split_data.images)
         record["litert_ece_before"] = expected_calibration_error(lite, split_data.labels)
         record["litert_ece_after"] = expected_calibration_error(
             apply_temperature(lite, record["temperature"]), split_data.labels)
@@ -130,6 +148,16 @@ def calibrate_model(model_dir: str | Path, data: str | Path, split: str = "val",
                   ece_bins=ECE_BINS, fitted_at=time.strftime("%Y-%m-%d"))
     runs.write_json_atomic(model_dir / CALIBRATION_FILE, record)
     return record
+
+
+def published_flip_average(model_dir: Path) -> bool | None:
+    """The flip choice a published model's figures were measured with, or None for an unpublished folder."""
+    from training.publish import METRICS_FILE
+
+    metrics = runs.read_json(model_dir / METRICS_FILE) if model_dir.is_dir() else None
+    if not metrics or "val" not in metrics:
+        return None
+    return bool((metrics.get("calibration") or {}).get("flip_average", False))
 
 
 def update_model_card(model_dir: Path, record: dict[str, Any], readme: Path | None) -> bool:
@@ -154,6 +182,8 @@ def format_record(record: dict[str, Any]) -> str:
         f"(cross-fitted: {record['ece_after_cross_fitted']:.4f})",
         f"mean confidence {record['mean_confidence_before']:.4f} -> {record['mean_confidence_after']:.4f}",
     ]
+    if record.get("flip_average"):
+        lines.append("flip averaging on: each face is averaged with its mirror image (twice the classifier time)")
     if "litert_ece_after" in record:
         lines.append(f"LiteRT int8 ECE {record['litert_ece_before']:.4f} -> {record['litert_ece_after']:.4f}")
     return "\n".join(lines)
@@ -164,11 +194,21 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, required=True, help="model folder (with model.keras)")
     parser.add_argument("--data", type=Path, required=True, help="data-set folder or fer2013.csv")
+    parser.add_argument("--flip-average", action=argparse.BooleanOptionalAction, default=None,
+                        help="declare that the model averages each face with its mirror image, or not "
+                             "(default: keep the folder's current choice)")
     parser.add_argument("--skip-corrupt", action="store_true", help="skip unreadable images with a warning")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    published = published_flip_average(args.model)
+    if published is not None and args.flip_average is not None and args.flip_average != published:
+        print(f"error: {args.model} is published with flip averaging {'on' if published else 'off'}, and its "
+              "card's accuracy was measured so; to change it, publish the run again with "
+              "python -m training.publish --flip-average (or --no-flip-average)", file=sys.stderr)
+        return 2
     try:
-        record = calibrate_model(args.model, args.data, "val", skip_corrupt=args.skip_corrupt)
+        record = calibrate_model(args.model, args.data, "val", flip_average=args.flip_average,
+                                 skip_corrupt=args.skip_corrupt)
     except (DatasetError, ModelError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -5,6 +5,10 @@ confusion matrix and calibration.
     python -m training.evaluate --model data/runs/base/export/model_int8.tflite --backend litert \\
         --data DIR --split val --json out/eval.json --tta
 
+The model is used as the app uses it: with its stored calibration (`calibration.json`:
+temperature, and flip averaging if the model declares it). `--tta` / `--no-tta` override
+the flip averaging.
+
 A split holding only some of the 7 classes is scored on the classes present; the report
 says which were scored and which were absent. Accuracy still counts a prediction of an
 absent class as wrong.
@@ -25,7 +29,7 @@ from fer_core.emotions import EMOTION_INDEX, EMOTIONS, NUM_EMOTIONS
 from fer_core.model_io import KERAS_FILE, TFLITE_FILE, ModelError, resolve_model_file
 from training import runs
 from training.data import SPLITS, DatasetError, load_split
-from training.inference import BACKENDS, DEFAULT_BATCH_SIZE, load_predictor, predict, predict_tta
+from training.inference import BACKENDS, DEFAULT_BATCH_SIZE, load_predictor, predict
 
 log = logging.getLogger(__name__)
 
@@ -94,12 +98,13 @@ def evaluate_model_file(
     *,
     out_dir: str | Path | None = None,
     skip_corrupt: bool = False,
-    tta: bool = False,
+    tta: bool | None = None,
     backend: str = "keras",
     batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> dict[str, Any]:
     """Evaluate a model file (or model directory) on one split of a data set.
 
+    `tta` None averages with mirrored faces only if the model's calibration says so (as the app does).
     With `out_dir`, writes `evaluation.json` and `confusion_matrix.png` there.
     Raises DatasetError for data problems and ModelError for model-file problems.
     """
@@ -107,9 +112,9 @@ def evaluate_model_file(
         raise ValueError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
     resolve_model_file(model_path, KERAS_FILE if backend == "keras" else TFLITE_FILE)  # fail fast, before the data
     split_data = load_split(data, split, require_all_classes=False, skip_corrupt=skip_corrupt)
-    predictor = load_predictor(model_path, backend)
+    predictor = load_predictor(model_path, backend, flip_average=tta)
     t0 = time.perf_counter()
-    probs = (predict_tta if tta else predict)(predictor, split_data.images, batch_size)
+    probs = predict(predictor, split_data.images, batch_size)
     seconds = time.perf_counter() - t0
     report = score(probs, split_data.labels, split_data.classes_present)
     report.update(
@@ -118,7 +123,8 @@ def evaluate_model_file(
         temperature=predictor.temperature,
         data=str(Path(data).expanduser().resolve()),
         split=split,
-        tta=tta,
+        tta=predictor.flip_average,
+        tta_from="option" if tta is not None else "model",
         skipped_images=list(split_data.skipped),
         predict_seconds=round(seconds, 3),  # includes the first call's tracing; see export for latency
         evaluated_at=time.time(),
@@ -175,7 +181,9 @@ def save_confusion_png(report: dict[str, Any], path: Path) -> None:
 
 
 def format_report(report: dict[str, Any]) -> str:
-    tta = ", flip TTA" if report.get("tta") else ""
+    tta = ""
+    if report.get("tta"):
+        tta = ", flip-averaged" + (" as the model declares" if report.get("tta_from") == "model" else "")
     calibrated = f", calibrated: temperature {report['temperature']:g}" if report.get("temperature", 1.0) != 1.0 else ""
     lines = [
         f"model   {report.get('model', '?')}  ({report.get('backend', '?')}{tta}{calibrated})",
@@ -217,7 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", type=Path, required=True, help="data-set folder or fer2013.csv")
     parser.add_argument("--split", default="val", choices=SPLITS, help="split to evaluate on")
     parser.add_argument("--json", type=Path, help="write the report here (and <name>_confusion.png next to it)")
-    parser.add_argument("--tta", action="store_true", help="average with horizontally flipped faces")
+    parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                        help="average each face with its mirror image, or not (default: as the model's "
+                             "calibration.json says)")
     parser.add_argument("--backend", choices=BACKENDS, default="keras", help="keras (float32) or litert (.tflite)")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="faces per prediction batch")
     parser.add_argument("--skip-corrupt", action="store_true", help="skip unreadable images with a warning")

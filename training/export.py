@@ -117,9 +117,9 @@ def export_model(
         report["tflite"] = convert_to_tflite_int8(model, staging / TFLITE_FILE)
 
         # Raw probabilities throughout: the formats are compared, not any stored calibration.
-        keras_ref = KerasClassifier(Path(keras_model_path), model=model, temperature=1.0)
-        litert = LiteRTClassifier(staging / TFLITE_FILE, temperature=1.0)
-        half_model = KerasClassifier(staging / KERAS_FILE, temperature=1.0) if half else None
+        keras_ref = KerasClassifier(Path(keras_model_path), model=model, temperature=1.0, flip_average=False)
+        litert = LiteRTClassifier(staging / TFLITE_FILE, temperature=1.0, flip_average=False)
+        half_model = KerasClassifier(staging / KERAS_FILE, temperature=1.0, flip_average=False) if half else None
 
         if data is not None:
             split_data = load_split(data, split, require_all_classes=False, skip_corrupt=skip_corrupt)

@@ -32,15 +32,17 @@ def as_faces(images: np.ndarray) -> np.ndarray:
     return faces.astype(np.float32, copy=False)
 
 
-def load_predictor(path: str | Path, backend: str = "keras", temperature: float | None = None) -> EmotionClassifier:
+def load_predictor(path: str | Path, backend: str = "keras", temperature: float | None = None,
+                   flip_average: bool | None = None) -> EmotionClassifier:
     """The live pipeline's own classifier classes, so evaluation sees exactly what the app sees.
 
-    `temperature` None applies the model's stored calibration, as the app does; 1.0 gives raw probabilities.
+    None for either applies the model's stored calibration (`calibration.json`), as the app does;
+    `temperature=1.0, flip_average=False` gives raw probabilities; `flip_average=True` is flip TTA.
     """
     if backend == "keras":
-        return KerasClassifier(path, temperature=temperature)
+        return KerasClassifier(path, temperature=temperature, flip_average=flip_average)
     if backend == "litert":
-        return LiteRTClassifier(path, temperature=temperature)
+        return LiteRTClassifier(path, temperature=temperature, flip_average=flip_average)
     raise ValueError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
 
 
@@ -55,12 +57,6 @@ def predict(predictor: EmotionClassifier, images: np.ndarray, batch_size: int = 
             chunk = np.concatenate([chunk, np.zeros((batch_size - n, *chunk.shape[1:]), np.float32)])
         out[start : start + n] = predictor.predict(chunk)[:n]
     return out
-
-
-def predict_tta(predictor: EmotionClassifier, images: np.ndarray, batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
-    """Mean of the probabilities for the faces and their mirror images (faces are near-symmetric)."""
-    faces = as_faces(images)
-    return (predict(predictor, faces, batch_size) + predict(predictor, faces[:, :, ::-1, :], batch_size)) / 2.0
 
 
 def time_per_face(

@@ -1,9 +1,11 @@
 """Publish a trained run as ClassMood's shipped model, with its model card.
 
     python -m training.publish --run data/runs/NAME --data ../shared/datasets/fer2013 [--out models/fer-inceptionv3]
+        [--flip-average]
 
 Exports the run's best checkpoint (float16 `model.keras` + int8 `model_int8.tflite`),
-fits its confidence temperature on `val/` (`calibration.json`, see `training.calibrate`),
+fits its confidence temperature on `val/` (`calibration.json`, see `training.calibrate`;
+with `--flip-average` the model averages each face with its mirror image, and is measured so),
 evaluates both on `val/`, and writes `metrics.json`, `confusion_matrix.png` and a
 `README.md` model card next to them. It refuses to replace a published model unless the
 new one is at least `MIN_GAIN` better on val (the git history must not fill up with models);
@@ -239,10 +241,17 @@ def _short_path(path: str) -> str:
     return "/".join(parts[-3:] if parts[-1].endswith((".keras", ".h5")) else parts[-2:])
 
 
+def _flipped(metrics: dict[str, Any]) -> bool:
+    return bool((metrics.get("calibration") or {}).get("flip_average"))
+
+
 def _calibration_lines(calibration: dict[str, Any] | None) -> str:
     if not calibration:
         return "- Confidences are the model's raw softmax outputs: not calibrated (`python -m training.calibrate`)."
     lines = (
+        "- Flip averaging is on (`calibration.json`): each face and its mirror image go through the same\n"
+        "  classifier call and their probabilities are averaged; every figure on this card is measured so.\n"
+    ) * bool(calibration.get("flip_average")) + (
         f"- Confidences are temperature-scaled with T = {calibration['temperature']:.2f} (`calibration.json`), "
         f"fitted on val by minimising the\n  negative log-likelihood; predictions and accuracy do not change.\n"
         f"- Expected calibration error on val: {calibration['ece_before']:.3f} raw, "
@@ -319,7 +328,7 @@ The model ClassMood ships and uses by default (Live page, `fer_core.analyze`, `f
   loads as float32; accuracy difference from float32: {_points(metrics['float16_weights_accuracy_difference'])}.
 - `model_int8.tflite`: dynamic-range int8 LiteRT export ({metrics['files_mb'].get(TFLITE_FILE)} MiB), the live path.
 - ms per face, LiteRT int8: {_latency_line(lite['ms_per_face'])}.
-- ms per face, Keras: {_latency_line(metrics['keras_ms_per_face'])}.
+- ms per face, Keras: {_latency_line(metrics['keras_ms_per_face'])}.{_flip_cost_line(metrics)}
   (Timed on a shared 2-core machine, load average {metrics['load_average_during_timing']}.)
 
 ## Known limits
@@ -333,6 +342,12 @@ The model ClassMood ships and uses by default (Live page, `fer_core.analyze`, `f
 """
 
 
+def _flip_cost_line(metrics: dict[str, Any]) -> str:
+    if not _flipped(metrics):
+        return ""
+    return "\n  With flip averaging each face is classified twice, so the live cost per face is twice these figures."
+
+
 def results_table(metrics: dict[str, Any]) -> str:
     """The project README's results table: the model card's headline figures, in the same rounding."""
     val, lite = metrics["val"], metrics["litert_int8"]
@@ -340,7 +355,7 @@ def results_table(metrics: dict[str, Any]) -> str:
     recalls = ", ".join(f"{name} {100 * val['per_class_recall'].get(name, 0):.0f}%" for name in EMOTIONS)
     return f"""| measure (FER2013 `val/`, {val['n_images']:,} faces) | value |
 |---|---|
-| accuracy (Keras, float16-stored weights) | **{_pct(val['accuracy'])}** |
+| accuracy (Keras, float16-stored weights{", flip-averaged" * _flipped(metrics)}) | **{_pct(val['accuracy'])}** |
 | macro-F1 | {val['macro_f1']:.3f} |
 | expected calibration error | {_ece_value(metrics)} |
 | int8 LiteRT accuracy (the live path) | {_int8_accuracy(lite)} |
@@ -385,8 +400,11 @@ def publish_refusal(new_accuracy: float, previous: dict[str, Any] | None, force:
 
 
 def publish(run_dir: Path, data: Path, out: Path, force: bool = False,
-            readme: Path | None = None) -> dict[str, Any]:
-    """Export, evaluate and write the model + card to `out`; also update `readme`'s results table if given."""
+            readme: Path | None = None, flip_average: bool = False) -> dict[str, Any]:
+    """Export, evaluate and write the model + card to `out`; also update `readme`'s results table if given.
+
+    `flip_average`: the model averages each face with its mirror image, in the app and in every figure.
+    """
     from training.calibrate import calibrate_model
     from training.evaluate import evaluate_model_file
     from training.export import export_model
@@ -397,7 +415,8 @@ def publish(run_dir: Path, data: Path, out: Path, force: bool = False,
     with tempfile.TemporaryDirectory(prefix="classmood-publish-") as tmp:
         staging = Path(tmp)
         export_report = export_model(best, staging, data=data, split=SPLIT, half=True)
-        calibration = calibrate_model(staging, data, SPLIT)  # before the evaluations, which then use it
+        # Before the evaluations, which then use it (temperature and flip choice).
+        calibration = calibrate_model(staging, data, SPLIT, flip_average=flip_average)
         keras_report = evaluate_model_file(staging, data, SPLIT, out_dir=staging, backend="keras")
         litert_report = evaluate_model_file(staging, data, SPLIT, backend="litert")
         metrics = build_metrics(run_dir, keras_report, litert_report, export_report, calibration)
@@ -420,12 +439,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, required=True, help="data set with the val/ split")
     parser.add_argument("--out", type=Path, default=None, help="model directory (default: the shipped model's)")
     parser.add_argument("--force", action="store_true", help="publish even if not 1 point better on val")
+    parser.add_argument("--flip-average", action=argparse.BooleanOptionalAction, default=False,
+                        help="the model averages each face with its mirror image (twice the classifier time)")
     args = parser.parse_args(argv)
     shipped = get_settings().shipped_model_dir
     out = args.out or shipped
     # Only the shipped model's figures belong in the project README.
     readme = PROJECT_README if out.resolve() == shipped.resolve() else None
-    metrics = publish(args.run.resolve(), args.data, out, force=args.force, readme=readme)
+    metrics = publish(args.run.resolve(), args.data, out, force=args.force, readme=readme,
+                      flip_average=args.flip_average)
     print(f"published {args.run} to {out}: val accuracy {_pct(metrics['val']['accuracy'])}, "
           f"macro-F1 {metrics['val']['macro_f1']:.3f}, int8 {_pct(metrics['litert_int8']['val_accuracy'])}")
     return 0

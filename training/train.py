@@ -491,7 +491,7 @@ def distillation_targets(run_dir: Path, config: dict[str, Any], train_data: Any)
 
     FER2013's labels are noisy (about 65% human agreement): the teacher's soft prediction says how much
     a face also looks like the other classes, where a one-hot label says it is one class only. The teacher
-    sees each clean face and its mirror image, as the flip TTA does, and its stored calibration applies.
+    averages each clean face with its mirror image (flip averaging), then its stored temperature applies.
     """
     import numpy as np
 
@@ -506,10 +506,10 @@ def distillation_targets(run_dir: Path, config: dict[str, Any], train_data: Any)
                              "faces; the data set has changed since this run started")
         log.info("distillation: teacher predictions read from %s", path)
     else:
-        from training.inference import load_predictor, predict_tta
+        from training.inference import load_predictor, predict
 
         t0 = time.monotonic()
-        teacher = predict_tta(load_predictor(config["distill_from"], "keras"), train_data.images)
+        teacher = predict(load_predictor(config["distill_from"], "keras", flip_average=True), train_data.images)
         partial = path.with_suffix(".partial.npy")
         np.save(partial, teacher.astype(np.float32))
         os.replace(partial, path)

@@ -94,3 +94,29 @@ def test_a_stored_temperature_rescales_both_backends_and_a_recalibration_is_pick
     (tmp_path / "calibration.json").write_text('{"temperature": -1}')
     with pytest.raises(ModelError, match="outside"):
         LiteRTClassifier(tmp_path)
+
+
+def test_a_model_that_declares_flip_averaging_is_flip_averaged_on_both_backends_unless_overridden(
+    tmp_path: Path,
+) -> None:
+    import keras
+    import tensorflow as tf
+
+    from fer_core.calibration import apply_temperature
+
+    inputs = keras.Input(shape=(48, 48, 1))  # sees where each pixel is, so a mirror image changes its output
+    flat = keras.layers.Flatten()(keras.layers.Rescaling(1 / 255)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(7, activation="softmax")(flat))
+    model.save(tmp_path / "model.keras")
+    (tmp_path / "model_int8.tflite").write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    faces = np.random.default_rng(3).uniform(0, 255, (4, 48, 48, 1)).astype(np.float32)
+    raw = KerasClassifier(tmp_path).predict(faces)
+    mirrored = KerasClassifier(tmp_path).predict(faces[:, :, ::-1, :].copy())
+    assert not np.allclose(raw, mirrored, atol=1e-4)
+    (tmp_path / "calibration.json").write_text('{"temperature": 0.5, "flip_average": true}')
+    expected = apply_temperature((raw + mirrored) / 2, 0.5)
+    for classifier in (KerasClassifier(tmp_path), LiteRTClassifier(tmp_path)):
+        assert classifier.flip_average
+        np.testing.assert_allclose(classifier.predict(faces), expected, atol=1e-4)
+    assert load_classifier(tmp_path, "litert").flip_average
+    assert not load_classifier(tmp_path, "litert", flip_average=False).flip_average  # the setting's override

@@ -110,6 +110,7 @@ def test_calibrate_cli_fits_a_model_folder_and_refuses_bad_paths(
     folder_run: Path, tiny_datasets: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from training.calibrate import main
+    from training.evaluate import evaluate_model_file
 
     model = tmp_path / "model"
     shutil.copytree(folder_run / runs.EXPORT_DIR, model)
@@ -119,6 +120,28 @@ def test_calibrate_cli_fits_a_model_folder_and_refuses_bad_paths(
     record = json.loads((model / "calibration.json").read_text())
     assert f"temperature {record['temperature']:g} (fitted on 21 val faces" in printed
     assert "LiteRT int8 ECE" in printed and "model card" not in printed  # no metrics.json: not a published model
+
+    # Declaring flip averaging fits T on the averaged outputs; evaluate then follows the model, as the app does.
+    assert main(["--model", str(model), "--data", str(tiny_datasets["folder"]), "--flip-average"]) == 0
+    assert "flip averaging on" in capsys.readouterr().out
+    flipped = json.loads((model / "calibration.json").read_text())
+    assert flipped["flip_average"] is True and record["flip_average"] is False
+    followed = evaluate_model_file(model, tiny_datasets["folder"], "val")
+    assert (followed["tta"], followed["tta_from"]) == (True, "model")
+    assert followed["accuracy"] == pytest.approx(flipped["accuracy"])
+    assert followed["temperature"] == flipped["temperature"]
+    assert evaluate_model_file(model, tiny_datasets["folder"], "val", tta=False)["tta"] is False
+    assert main(["--model", str(model), "--data", str(tiny_datasets["folder"])]) == 0  # keeps the choice
+    assert json.loads((model / "calibration.json").read_text())["flip_average"] is True
+    capsys.readouterr()
+    # A published model's flip choice is part of its measured figures: only publishing changes it.
+    runs.write_json_atomic(model / "metrics.json", {"val": {"accuracy": 0.5}, "calibration": flipped})
+    kept = (model / "calibration.json").read_text()
+    assert main(["--model", str(model), "--data", str(tiny_datasets["folder"]), "--no-flip-average"]) == 2
+    assert "is published with flip averaging on" in capsys.readouterr().err
+    assert (model / "calibration.json").read_text() == kept
+    (model / "metrics.json").unlink()
+    record = json.loads(kept)
 
     assert main(["--model", str(model / "model.keras"), "--data", str(tiny_datasets["folder"])]) == 2
     assert "is a file; give the model folder" in capsys.readouterr().err
@@ -133,7 +156,7 @@ def test_csv_format_trains_too_with_mixup_erasing_weight_decay_and_distillation(
     folder_run: Path, tiny_datasets: dict[str, Path], tmp_path: Path
 ) -> None:
     from training.data import load_split
-    from training.inference import load_predictor, predict_tta
+    from training.inference import load_predictor, predict
     from training.train import TEACHER_TARGETS_FILE, main
 
     teacher = folder_run / runs.BEST_MODEL_FILE
@@ -154,7 +177,7 @@ def test_csv_format_trains_too_with_mixup_erasing_weight_decay_and_distillation(
     assert (run_dir / runs.BEST_MODEL_FILE).is_file() and not (run_dir / runs.EXPORT_DIR).exists()
     # The kept teacher predictions are the teacher's own, averaged with the mirror images.
     train = load_split(tiny_datasets["csv"], "train")
-    expected = predict_tta(load_predictor(teacher), train.images)
+    expected = predict(load_predictor(teacher, flip_average=True), train.images)
     np.testing.assert_allclose(np.load(run_dir / TEACHER_TARGETS_FILE), expected, atol=1e-5)
 
 
@@ -341,7 +364,8 @@ def test_evaluate_cli_on_a_class_subset_with_litert_and_tta(
     printed = capsys.readouterr().out
     assert rc == 0
     report = json.loads(out.read_text())
-    assert report["backend"] == "litert" and report["tta"] is True
+    assert report["backend"] == "litert" and (report["tta"], report["tta_from"]) == (True, "option")
+    assert "(litert, flip-averaged, calibrated" in printed
     assert report["classes_scored"] == ["angry", "happy", "neutral", "sad"]
     assert report["classes_absent"] == ["disgust", "fear", "surprise"]
     assert set(report["per_class"]) == {"angry", "happy", "neutral", "sad"}

@@ -1,4 +1,5 @@
-"""Temperature scaling (fer_core.calibration) and its fitting (training.calibrate): pure numpy, no model."""
+"""Temperature scaling and flip averaging (fer_core.calibration, fer_core.classify) and the fitting of T
+(training.calibrate): pure numpy, no model."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fer_core.calibration import CALIBRATION_FILE, apply_temperature, read_temperature
+from fer_core.calibration import CALIBRATION_FILE, Calibration, apply_temperature, read_calibration
+from fer_core.classify import EmotionClassifier
 from fer_core.model_io import ModelError
 from training.calibrate import calibration_record, fit_temperature, negative_log_likelihood
 from training.evaluate import expected_calibration_error
@@ -103,9 +105,11 @@ def test_cross_fitting_fits_each_half_on_the_other_half_only(monkeypatch: pytest
 
 
 def test_a_model_folder_without_a_calibration_file_is_uncalibrated(tmp_path: Path) -> None:
-    assert read_temperature(tmp_path) == 1.0
+    assert read_calibration(tmp_path) == Calibration(1.0, flip_average=False)
     (tmp_path / CALIBRATION_FILE).write_text(json.dumps({"temperature": 0.7, "fitted_on": "val"}))
-    assert read_temperature(tmp_path) == 0.7
+    assert read_calibration(tmp_path) == Calibration(0.7, flip_average=False)  # files from before flip averaging
+    (tmp_path / CALIBRATION_FILE).write_text(json.dumps({"temperature": 0.7, "flip_average": True}))
+    assert read_calibration(tmp_path) == Calibration(0.7, flip_average=True)
 
 
 @pytest.mark.parametrize(
@@ -119,9 +123,55 @@ def test_a_model_folder_without_a_calibration_file_is_uncalibrated(tmp_path: Pat
         ('{"temperature": NaN}', "must be a number"),
         ('{"temperature": 0}', "outside 0.05..20"),
         ('{"temperature": 1000}', "outside 0.05..20"),
+        ('{"temperature": 0.7, "flip_average": "yes"}', "flip_average must be true or false"),
+        ('{"temperature": 0.7, "flip_average": 1}', "flip_average must be true or false"),
     ],
 )
 def test_a_broken_calibration_file_is_a_clear_model_error(tmp_path: Path, content: str, message: str) -> None:
     (tmp_path / CALIBRATION_FILE).write_text(content)
     with pytest.raises(ModelError, match=message):
-        read_temperature(tmp_path)
+        read_calibration(tmp_path)
+
+
+class LopsidedClassifier(EmotionClassifier):
+    """Probabilities from how much brighter a face's left half is than its right: a mirror image changes them."""
+
+    backend = "test"
+
+    def __init__(self, folder: Path, **options: object) -> None:
+        super().__init__(folder, **options)
+        self.calls: list[int] = []
+
+    def _predict(self, faces: np.ndarray) -> np.ndarray:
+        self.calls.append(len(faces))
+        lean = faces[:, :, :24].mean(axis=(1, 2, 3)) - faces[:, :, 24:].mean(axis=(1, 2, 3))
+        return softmax(np.outer(lean / 50.0, np.arange(7.0)))
+
+
+def test_flip_averaging_sends_faces_and_mirrors_in_one_call_and_scales_their_mean(tmp_path: Path) -> None:
+    faces = np.random.default_rng(2).uniform(0, 255, (5, 48, 48, 1)).astype(np.float32)
+    plain = LopsidedClassifier(tmp_path)
+    assert (plain.temperature, plain.flip_average) == (1.0, False)
+    raw, mirrored = plain.predict(faces), plain.predict(faces[:, :, ::-1, :].copy())
+    assert not np.allclose(raw, mirrored)  # the test classifier does see the flip
+    assert plain.calls == [5, 5]
+
+    flipped = LopsidedClassifier(tmp_path, temperature=0.5, flip_average=True)
+    probs = flipped.predict(faces)
+    assert flipped.calls == [10]  # one call for the faces and their mirror images
+    np.testing.assert_allclose(probs, apply_temperature((raw + mirrored) / 2, 0.5), atol=1e-5)
+    assert flipped.predict(np.empty((0, 48, 48, 1), np.float32)).shape == (0, 7) and flipped.calls == [10]
+    assert "flip-averaged" in repr(flipped) and "flip-averaged" not in repr(plain)
+
+
+def test_the_flip_choice_comes_from_the_calibration_file_unless_given(tmp_path: Path) -> None:
+    (tmp_path / CALIBRATION_FILE).write_text(json.dumps({"temperature": 0.8, "flip_average": True}))
+    stored = LopsidedClassifier(tmp_path)
+    assert (stored.temperature, stored.flip_average) == (0.8, True)
+    assert LopsidedClassifier(tmp_path, flip_average=False).flip_average is False
+    raw = LopsidedClassifier(tmp_path, temperature=1.0, flip_average=False)
+    assert (raw.temperature, raw.flip_average) == (1.0, False)
+    (tmp_path / CALIBRATION_FILE).write_text("{broken")
+    assert LopsidedClassifier(tmp_path, temperature=1.0, flip_average=True).flip_average  # both given: not read
+    with pytest.raises(ModelError, match="cannot read"):
+        LopsidedClassifier(tmp_path, temperature=1.0)

@@ -51,6 +51,7 @@ def test_the_confidence_note_says_whether_the_model_is_calibrated() -> None:
     assert "calibrated on FER2013 validation faces" in calibrated and "no calibration" not in calibrated
     assert "no calibration" in raw and "calibrated on" not in raw
     assert all("not a measure of how anyone feels" in note for note in (calibrated, raw))
+    assert "mirror image" in confidence_note(0.7, flip_average=True) and "mirror image" not in calibrated
 
 
 def test_sensitivity_normal_is_the_measured_default() -> None:

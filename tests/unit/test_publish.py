@@ -92,6 +92,21 @@ def test_the_card_and_the_readme_say_how_confidences_are_calibrated(tmp_path: Pa
     assert "| expected calibration error | 0.040 (not calibrated) |" in results_table(raw)
 
 
+def test_a_flip_averaged_model_says_so_on_its_card_in_the_readme_and_in_its_speed(tmp_path: Path) -> None:
+    export = {"latency_ms": {"litert": {"32": {"ms_per_face": 0.9}}, "keras": {"32": {"ms_per_face": 4.1}}}}
+    flipped = build_metrics(_run(tmp_path), _report(0.668), _report(0.667), export,
+                            {**_calibration(), "flip_average": True})
+    card = model_card(flipped)
+    assert "Flip averaging is on (`calibration.json`)" in card
+    assert "the live cost per face is twice these figures" in card
+    assert "| accuracy (Keras, float16-stored weights, flip-averaged) | **66.8%** |" in results_table(flipped)
+
+    (tmp_path / "plain").mkdir()
+    plain = build_metrics(_run(tmp_path / "plain"), _report(0.668), _report(0.667), export, _calibration())
+    assert "Flip averaging" not in model_card(plain) and "twice these figures" not in model_card(plain)
+    assert "| accuracy (Keras, float16-stored weights) | **66.8%** |" in results_table(plain)
+
+
 def test_recalibrating_a_published_model_rewrites_its_figures_card_and_readme_table(tmp_path: Path) -> None:
     from training.calibrate import update_model_card
 

@@ -154,6 +154,18 @@ def test_open_uses_settings_and_overrides(store: Store, settings: Settings) -> N
     session.stop()
 
 
+def test_open_loads_the_configured_model_backend_and_flip_choice(
+    store: Store, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fer_core.session as session_module
+
+    asked: list[tuple] = []
+    monkeypatch.setattr(session_module, "load_classifier", lambda *args: asked.append(args) or FakeClassifier())
+    configured = settings.model_copy(update={"classifier_backend": "keras", "classifier_flip_average": True})
+    LiveSession.open(configured, name="x", store=store).stop()
+    assert asked == [(configured.active_model_dir(), "keras", True)]
+
+
 def test_stop_survives_a_failing_database(store: Store, settings: Settings) -> None:
     session = open_session(store, settings, [FaceBox(10, 10, 50, 50)])
     run(session, seconds=2)

@@ -37,6 +37,17 @@ def test_invalid_values_are_rejected_with_the_field_name(monkeypatch: pytest.Mon
         Settings()
 
 
+@pytest.mark.parametrize(("value", "expected"), [("", None), ("true", True), ("0", False), ("off", False)])
+def test_flip_averaging_follows_the_model_unless_set(
+    monkeypatch: pytest.MonkeyPatch, value: str, expected: bool | None
+) -> None:
+    monkeypatch.setenv("CLASSMOOD_CLASSIFIER_FLIP_AVERAGE", value)
+    assert Settings().classifier_flip_average is expected
+    monkeypatch.setenv("CLASSMOOD_CLASSIFIER_FLIP_AVERAGE", "sometimes")
+    with pytest.raises(ValidationError, match="classifier_flip_average"):
+        Settings()
+
+
 def test_promoted_model_pointer_wins_over_shipped_model(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("CLASSMOOD_DATA_DIR", str(tmp_path))
     promoted = tmp_path / "models" / "run-1"

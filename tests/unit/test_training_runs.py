@@ -396,12 +396,16 @@ def test_distillation_targets_mix_label_and_teacher_and_are_kept_for_a_resume(
     split = SplitData(np.zeros((3, 48, 48), np.uint8), labels, ["angry", "happy", "surprise"])
     teacher = np.full((3, 7), 1 / 7, np.float32)
     calls: list[str] = []
-    monkeypatch.setattr(inference, "load_predictor", lambda path, backend: calls.append(f"{path} {backend}"))
-    monkeypatch.setattr(inference, "predict_tta", lambda predictor, images: teacher)
+    def load_predictor(path: str, backend: str, flip_average: bool) -> str:
+        calls.append(f"{path} {backend} flip {flip_average}")
+        return "teacher"
+
+    monkeypatch.setattr(inference, "load_predictor", load_predictor)
+    monkeypatch.setattr(inference, "predict", lambda predictor, images: teacher if predictor == "teacher" else None)
     config = {"distill_from": "/m/model.keras", "distill_weight": 0.25}
 
     targets = distillation_targets(tmp_path, config, split)
-    assert calls == ["/m/model.keras keras"]
+    assert calls == ["/m/model.keras keras flip True"]
     expected = 0.75 * np.eye(7)[labels] + 0.25 / 7
     np.testing.assert_allclose(targets, expected, rtol=1e-6)
     np.testing.assert_allclose(targets.sum(axis=1), 1.0, rtol=1e-6)
