@@ -16,6 +16,7 @@ import numpy as np
 from keras import layers
 
 from fer_core.emotions import FACE_SIZE, NUM_EMOTIONS
+from training.pretrained import BLOCKS, WeightsFileError
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +65,15 @@ def build_model(
     weights: str | None = None,
     dropout: float = DEFAULT_DROPOUT,
     num_classes: int = NUM_EMOTIONS,
+    *,
+    partly_pretrained: bool = False,
 ) -> keras.Model:
     """InceptionV3 (no top) + global average pooling + dropout + Dense(softmax).
 
-    `weights` is a resolved value from `resolve_imagenet_weights` (a path or None).
+    `weights` is a resolved value from `resolve_imagenet_weights` (a path or None). A
+    `partly_pretrained` base (random top blocks) gets the from-scratch BatchNorm momentum throughout:
+    its statistics are relearnt for faces anyway. Raises WeightsFileError for a file that is not
+    InceptionV3's.
     """
     if image_size < MIN_IMAGE_SIZE:
         raise ValueError(f"image size {image_size} is below InceptionV3's minimum of {MIN_IMAGE_SIZE}")
@@ -75,10 +81,16 @@ def build_model(
     x = layers.Resizing(image_size, image_size, interpolation="bilinear", name="resize")(faces)
     x = layers.Concatenate(name="gray_to_rgb")([x, x, x])
     x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale")(x)  # InceptionV3's [-1, 1] range
-    base = keras.applications.InceptionV3(
-        include_top=False, weights=weights, input_shape=(image_size, image_size, 3), name=BASE_NAME
-    )
-    if weights is None:
+    try:
+        base = keras.applications.InceptionV3(
+            include_top=False, weights=weights, input_shape=(image_size, image_size, 3), name=BASE_NAME
+        )
+    except (ValueError, OSError, KeyError, TypeError) as exc:  # Keras/h5py say "does not fit" in several ways
+        raise WeightsFileError(
+            f"--weights {weights}: not an InceptionV3 (include_top=False) weights file: {type(exc).__name__}: "
+            f"{str(exc)[:300]}"
+        ) from exc
+    if weights is None or partly_pretrained:
         for layer in base.layers:
             if isinstance(layer, layers.BatchNormalization):
                 layer.momentum = SCRATCH_BN_MOMENTUM
@@ -138,6 +150,50 @@ def recalibrate_batch_norm(model: keras.Model, faces: np.ndarray, batch_size: in
         for layer, momentum in zip(norms, momenta, strict=True):
             layer.momentum = momentum
     return len(norms)
+
+
+def pretrained_rate_multipliers(model: keras.Model, through: str, factor: float) -> dict[str, float]:
+    """{variable path: `factor`} for the base's variables from the stem up to and including block `through`.
+
+    Discriminative rates for a partly pretrained base: the pretrained blocks move `factor` times as
+    fast as the random blocks and the head, so the ImageNet features adapt to faces without being
+    washed out while the layers above them are still random.
+    """
+    if through not in BLOCKS:
+        raise ValueError(f"{through!r} is not an InceptionV3 block")
+    base = base_of(model)
+    names = [layer.name for layer in base.layers]
+    cut = names.index(through)
+    return {variable.path: factor for layer in base.layers[: cut + 1] for variable in layer.trainable_weights}
+
+
+@keras.saving.register_keras_serializable(package="classmood")
+class LayerwiseAdam(keras.optimizers.Adam):
+    """Adam with a learning-rate multiplier per variable, keyed by the variable's path (1.0 when absent).
+
+    The schedule callbacks set the one base rate; each variable steps at base rate x its multiplier.
+    """
+
+    def __init__(self, *args: object, rate_multipliers: dict[str, float] | None = None, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.rate_multipliers = dict(rate_multipliers or {})
+        self._factor_by_id: dict[int, float] = {}
+
+    def build(self, var_list: list) -> None:
+        super().build(var_list)
+        # The TensorFlow backend hands update_step the backend variable (`.value`), not the Keras one.
+        self._factor_by_id = {
+            id(variable.value): self.rate_multipliers[variable.path]
+            for variable in var_list if variable.path in self.rate_multipliers
+        }
+
+    def update_step(self, gradient: object, variable: object, learning_rate: object) -> None:
+        key = id(variable.value) if isinstance(variable, keras.Variable) else id(variable)
+        factor = self._factor_by_id.get(key)
+        super().update_step(gradient, variable, learning_rate if factor is None else learning_rate * factor)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "rate_multipliers": self.rate_multipliers}
 
 
 def unfreeze_all(model: keras.Model) -> None:

@@ -29,6 +29,7 @@ from fer_core.emotions import EMOTIONS
 from fer_core.model_io import KERAS_FILE, TFLITE_FILE
 from fer_core.settings import get_settings
 from training import runs
+from training.pretrained import IMAGENET_SOURCE, LAST_BLOCK, BaseWeights
 from training.train import DEFAULT_ADAM_EPSILON, MIN_LR
 
 MIN_GAIN = 0.01
@@ -43,6 +44,7 @@ RESULTS_END = "<!-- model-results:end -->"
 STAGE_OPTIONS = (
     "lr", "lr_schedule", "adam_epsilon", "weight_decay", "ema", "precise_bn", "batch_size", "image_size", "augment",
     "label_smoothing", "erasing", "mixup", "dropout", "class_weights", "distill_from", "distill_weight",
+    "base_weights", "pretrained_lr_factor",
 )
 
 
@@ -128,7 +130,12 @@ def run_stages(run_dir: Path) -> tuple[list[dict[str, Any]], str]:
         weights_init = "fine-tuned from an unpublished model"
     else:
         status = runs.read_json(run_dir / runs.STATUS_FILE) or {}
-        weights_init = "from scratch" if status.get("weights_used", "none") == "none" else "ImageNet"
+        if config.get("base_weights"):
+            weights_init = BaseWeights(**config["base_weights"]).describe()
+        elif status.get("weights_used", "none") == "none":
+            weights_init = "from scratch"
+        else:
+            weights_init = BaseWeights(status["weights_used"], LAST_BLOCK, IMAGENET_SOURCE).describe()
     return stages, weights_init
 
 
@@ -212,6 +219,11 @@ def _stage_line(number: int, stage: dict[str, Any]) -> str:
     start = "from scratch" if number == 1 and not stage.get("init_from") else "from the stage above"
     if number == 1 and stage.get("init_from"):
         start = f"from `{Path(stage['init_from']).name}` (its training is not recorded)"
+    base = BaseWeights(**options["base_weights"]) if options.get("base_weights") else None
+    if base is not None:
+        start = (f"from ImageNet weights in the stem to {base.pretrained_through}"
+                 + (f" (learning at {options.get('pretrained_lr_factor')} x the rate of the random blocks)"
+                    if base.partial else ""))
     hours = (stage.get("training_time_s") or 0) / 3600
     size = options.get("image_size")  # stages may differ: a later one can fine-tune at a larger input
     return (

@@ -33,11 +33,13 @@ import shutil
 import signal
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from training import runs
 from training.data import AUGMENT_LEVELS, DatasetError
+from training.pretrained import BLOCKS, IMAGENET_SOURCE, LAST_BLOCK, BaseWeights, WeightsFileError, describe_file
 
 log = logging.getLogger("training")
 
@@ -72,6 +74,8 @@ DEFAULT_DISTILL_WEIGHT = 0.5
 # The teacher's predictions on the training faces, kept so a resume trains towards the same targets
 # even when the teacher file has been replaced since (a publish over models/, say).
 TEACHER_TARGETS_FILE = "teacher_targets.npy"
+# A partly pretrained base: its pretrained blocks learn at this share of the rate of the random ones.
+DEFAULT_PRETRAINED_LR_FACTOR = 0.3
 PROGRESS_EVERY_N_BATCHES = 20
 BACKUP_DIR = "backup"
 TRAINED = "trained"  # phases_done marker: fitting is over, only evaluation/export remain
@@ -120,6 +124,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="imagenet",
         help="base weights: 'imagenet' (Keras cache, else download), 'none' (from scratch), or a .h5 path",
     )
+    parser.add_argument("--pretrained-through", choices=BLOCKS, metavar="BLOCK",
+                        help="with a --weights file: the last pretrained InceptionV3 block (mixed0 ... mixed10); the "
+                             "blocks above it are random. Default: from a <file>.json sidecar, else known files "
+                             "by their SHA-256, else the whole base")
+    parser.add_argument("--pretrained-lr-factor", type=float, default=DEFAULT_PRETRAINED_LR_FACTOR, metavar="F",
+                        help="partly pretrained base: the pretrained blocks learn at F x the learning rate of the "
+                             "random blocks and the head, in (0, 1]")
     parser.add_argument("--augment", choices=AUGMENT_LEVELS, default="standard", help="augmentation strength")
     parser.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing in [0, 0.3]")
     parser.add_argument("--erasing", type=float, default=0.0, metavar="P",
@@ -170,6 +181,16 @@ def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit("error: --image-size must be at least 75 (InceptionV3's minimum)")
     if not 0.0 < args.distill_weight <= 1.0:
         raise SystemExit("error: --distill-weight must be in (0, 1]: the teacher's share of each target")
+    if not 0.0 < args.pretrained_lr_factor <= 1.0:
+        raise SystemExit("error: --pretrained-lr-factor must be in (0, 1]: the pretrained blocks' share of the rate")
+    base_weights = None
+    if not args.init_from and str(args.weights).lower() not in ("none", "scratch", "", "imagenet"):
+        try:  # a missing or unknown file fails here, not after the data has loaded
+            base_weights = describe_file(args.weights, args.pretrained_through)
+        except WeightsFileError as exc:
+            raise SystemExit(f"error: {exc}") from None
+    elif args.pretrained_through and args.pretrained_through != LAST_BLOCK:
+        raise SystemExit("error: --pretrained-through applies to a --weights file only")
     distill_from = None
     if args.distill_from:
         from fer_core.model_io import KERAS_FILE, ModelError, resolve_model_file
@@ -190,7 +211,10 @@ def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "precise_bn": args.precise_bn,
         "image_size": args.image_size,
         "init_from": str(Path(args.init_from).resolve()) if args.init_from else None,
-        "weights": args.weights,
+        "weights": base_weights.path if base_weights else args.weights,
+        # What the base holds (None: from scratch, Keras' ImageNet file, or --init-from); its card names it.
+        "base_weights": asdict(base_weights) if base_weights else None,
+        "pretrained_lr_factor": args.pretrained_lr_factor,
         "augment": args.augment,
         "label_smoothing": args.label_smoothing,
         "erasing": args.erasing,
@@ -334,6 +358,38 @@ def train(run_dir: Path, config: dict[str, Any], stop: StopRequested) -> dict[st
 
     shuffle_seed = data_seed(run_dir, config["seed"])
     keras.utils.set_random_seed(shuffle_seed)
+    # The model first: a weights file that does not fit fails before the data loads.
+    base_weights: BaseWeights | None = None
+    if config["init_from"]:
+        init = load_keras_model(config["init_from"])
+        model = model_lib.build_model(config["image_size"], None, config["dropout"])
+        try:
+            model.set_weights(init.get_weights())
+        except ValueError as exc:
+            raise SystemExit(
+                f"error: --init-from model does not match --image-size {config['image_size']}: {exc}"
+            ) from exc
+        log.info("initialised from %s", config["init_from"])
+    else:
+        try:
+            base_weights = base_weights_of(config)
+            model = model_lib.build_model(
+                config["image_size"], base_weights.path if base_weights else None, config["dropout"],
+                partly_pretrained=bool(base_weights and base_weights.partial),
+            )
+        except WeightsFileError as exc:
+            raise SystemExit(f"error: {exc}") from None
+        log.info("base weights: %s", base_weights.describe() if base_weights else "none (training from scratch)")
+        runs.update_status(run_dir, "running", weights_used=base_weights.path if base_weights else "none")
+    # A fully pretrained base trains its head first, then its top blocks; anything else trains as a whole.
+    pretrained = base_weights is not None and not base_weights.partial
+    rate_multipliers = None
+    if base_weights is not None and base_weights.partial:
+        factor = config.get("pretrained_lr_factor", DEFAULT_PRETRAINED_LR_FACTOR)
+        rate_multipliers = model_lib.pretrained_rate_multipliers(model, base_weights.pretrained_through, factor)
+        log.info("partly pretrained base: %d variables of the stem to %s learn at %g x the learning rate",
+                 len(rate_multipliers), base_weights.pretrained_through, factor)
+
     t0 = time.monotonic()
     train_data = data_lib.load_split(config["data"], config["train_split"], skip_corrupt=config["skip_corrupt"])
     val_data = data_lib.load_split(
@@ -358,24 +414,6 @@ def train(run_dir: Path, config: dict[str, Any], stop: StopRequested) -> dict[st
     val_ds = data_lib.make_dataset(val_data, config["batch_size"], training=False)
     steps = int(np.ceil(len(train_data) / config["batch_size"]))
 
-    if config["init_from"]:
-        init = load_keras_model(config["init_from"])
-        model = model_lib.build_model(config["image_size"], None, config["dropout"])
-        try:
-            model.set_weights(init.get_weights())
-        except ValueError as exc:
-            raise SystemExit(
-                f"error: --init-from model does not match --image-size {config['image_size']}: {exc}"
-            ) from exc
-        pretrained = False
-        log.info("initialised from %s", config["init_from"])
-    else:
-        weights = model_lib.resolve_imagenet_weights(config["weights"])
-        pretrained = weights is not None
-        model = model_lib.build_model(config["image_size"], weights, config["dropout"])
-        log.info("base weights: %s", weights or "none (training from scratch)")
-        runs.update_status(run_dir, "running", weights_used=weights or "none")
-
     # Runs from before --precise-bn resume without it.
     precise_bn_images = min(config.get("precise_bn", 0), len(train_data))
     precise_bn_faces = None
@@ -391,7 +429,7 @@ def train(run_dir: Path, config: dict[str, Any], stop: StopRequested) -> dict[st
     def compile_with(lr: float) -> None:
         # Runs started before --adam-epsilon / --weight-decay existed resume with what they were started with.
         optimizer = make_optimizer(lr, config.get("adam_epsilon", DEFAULT_ADAM_EPSILON), ema,
-                                   config.get("weight_decay", DEFAULT_WEIGHT_DECAY))
+                                   config.get("weight_decay", DEFAULT_WEIGHT_DECAY), rate_multipliers)
         model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
 
     def callbacks_for(
@@ -521,12 +559,34 @@ def distillation_targets(run_dir: Path, config: dict[str, Any], train_data: Any)
     return ((1.0 - weight) * onehot + weight * teacher).astype(np.float32)
 
 
-def make_optimizer(lr: float, epsilon: float, ema: float, weight_decay: float) -> Any:
-    """Adam, with a moving average of the weights if `ema` and decoupled weight decay if `weight_decay`."""
+def base_weights_of(config: dict[str, Any]) -> BaseWeights | None:
+    """The run's base weights: its described file, Keras' ImageNet file, or None (from scratch)."""
+    from training import model as model_lib
+
+    if config.get("base_weights"):
+        return BaseWeights(**config["base_weights"])
+    weights = model_lib.resolve_imagenet_weights(config["weights"])  # "imagenet": the cache, else a download
+    if weights is None:
+        return None
+    if str(config["weights"]).lower() == "imagenet":
+        return BaseWeights(weights, LAST_BLOCK, IMAGENET_SOURCE)
+    return describe_file(weights)  # a run from before base_weights was recorded
+
+
+def make_optimizer(lr: float, epsilon: float, ema: float, weight_decay: float,
+                   rate_multipliers: dict[str, float] | None = None) -> Any:
+    """Adam, with a moving average of the weights if `ema`, decoupled weight decay if `weight_decay`,
+    and per-variable learning-rate multipliers if `rate_multipliers` (a partly pretrained base)."""
     import keras
 
-    optimizer = keras.optimizers.Adam(lr, epsilon=epsilon, weight_decay=weight_decay or None,
-                                      use_ema=ema > 0, ema_momentum=ema or 0.99)
+    from training.model import LayerwiseAdam
+
+    options = {"epsilon": epsilon, "weight_decay": weight_decay or None, "use_ema": ema > 0,
+               "ema_momentum": ema or 0.99}
+    if rate_multipliers:
+        optimizer = LayerwiseAdam(lr, rate_multipliers=rate_multipliers, **options)
+    else:
+        optimizer = keras.optimizers.Adam(lr, **options)
     if weight_decay:
         optimizer.exclude_from_weight_decay(var_names=list(NO_DECAY_VARIABLES))
     return optimizer

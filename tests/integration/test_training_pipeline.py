@@ -493,3 +493,86 @@ def test_stop_kill_and_resume_a_detached_run(tiny_datasets: dict[str, Path], tmp
     batch_lines = [(r["epoch"], r["step"]) for r in runs.read_progress(run_dir) if r["kind"] == "batch"]
     assert len(batch_lines) == len(set(batch_lines))  # no epoch's batches logged twice
     assert not (run_dir / "backup").exists()
+
+
+def test_layerwise_adam_steps_each_variable_at_its_share_of_the_rate_in_fit_too() -> None:
+    import keras
+
+    from training.train import make_optimizer
+
+    keras.utils.set_random_seed(0)
+    first, second = keras.layers.Dense(3, name="first"), keras.layers.Dense(1, name="second")
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, second(first(inputs)))
+    optimizer = make_optimizer(0.1, 1e-12, 0.0, 0.0, rate_multipliers={first.kernel.path: 0.25})
+    model.compile(optimizer=optimizer, loss="mse")
+    before = [first.kernel.numpy().copy(), second.kernel.numpy().copy()]
+    rng = np.random.default_rng(0)
+    model.fit(rng.normal(size=(8, 4)), rng.normal(size=(8, 1)), batch_size=8, epochs=1, verbose=0)
+    # Adam's first step moves every weight by about the rate, whatever its gradient.
+    np.testing.assert_allclose(np.abs(first.kernel.numpy() - before[0]), 0.025, rtol=1e-3)
+    np.testing.assert_allclose(np.abs(second.kernel.numpy() - before[1]), 0.1, rtol=1e-3)
+
+
+def test_a_partly_pretrained_base_gets_lower_rates_below_the_cut_only() -> None:
+    from training.model import base_of, build_model, pretrained_rate_multipliers
+
+    model = build_model(75, None, partly_pretrained=True)
+    multipliers = pretrained_rate_multipliers(model, "mixed5", 0.3)
+    base = base_of(model)
+    names = [layer.name for layer in base.layers]
+    below = {v.path for layer in base.layers[: names.index("mixed5") + 1] for v in layer.trainable_weights}
+    assert set(multipliers) == below and set(multipliers.values()) == {0.3}
+    assert not any(path.startswith("emotion") for path in multipliers)  # the head learns at the full rate
+    norms = [layer for layer in base.layers if layer.__class__.__name__ == "BatchNormalization"]
+    assert {layer.momentum for layer in norms} == {0.9}  # statistics relearnt for faces
+
+
+def test_a_weights_file_that_is_not_inception_v3_is_a_clear_error(tmp_path: Path) -> None:
+    import keras
+
+    from training.model import build_model
+    from training.pretrained import WeightsFileError
+
+    other = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    path = tmp_path / "other.weights.h5"
+    other.save_weights(path)
+    with pytest.raises(WeightsFileError, match="not an InceptionV3"):
+        build_model(75, str(path))
+
+
+def test_a_run_from_a_partly_pretrained_file_trains_as_a_whole_and_names_the_blocks(
+    tiny_datasets: dict[str, Path], tmp_path: Path
+) -> None:
+    import keras
+
+    from training.model import build_model
+    from training.publish import run_stages
+    from training.train import main
+
+    weights = tmp_path / "base.weights.h5"
+    keras.utils.set_random_seed(1)
+    build_model(75, None).get_layer("inception_v3").save_weights(weights)
+    (tmp_path / "base.weights.h5.json").write_text(json.dumps({"pretrained_through": "mixed5", "source": "a test"}))
+    argv = ["--data", str(tiny_datasets["folder"]), *TINY, "--weights", str(weights), "--no-export",
+            "--pretrained-lr-factor", "0.2", "--runs-dir", str(tmp_path / "runs"), "--run-name", "partial"]
+    assert main(argv) == 0
+    run_dir = tmp_path / "runs" / "partial"
+    config = runs.read_json(run_dir / runs.CONFIG_FILE)
+    assert config["base_weights"]["pretrained_through"] == "mixed5" and config["pretrained_lr_factor"] == 0.2
+    log = (run_dir / runs.LOG_FILE).read_text()
+    assert "learn at 0.2 x the learning rate" in log and "phase head" not in log
+    assert history_epochs(run_dir) == [0]  # one phase of one epoch: no head-only epochs
+    stages, weights_init = run_stages(run_dir)
+    assert weights_init.startswith("transfer learning from ImageNet: the stem and mixed0-mixed5 pretrained")
+    assert stages[0]["options"]["base_weights"]["source"] == "a test"
+
+
+def test_a_weights_file_that_does_not_exist_stops_before_anything_runs(tiny_datasets: dict[str, Path],
+                                                                     tmp_path: Path) -> None:
+    from training.train import main
+
+    with pytest.raises(SystemExit, match="--weights file not found"):
+        main(["--data", str(tiny_datasets["folder"]), *TINY[:-4], "--weights", str(tmp_path / "none.h5"),
+              "--runs-dir", str(tmp_path / "runs")])
+    assert not (tmp_path / "runs").exists()
