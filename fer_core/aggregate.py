@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -186,6 +186,63 @@ def current_distribution(buckets: pd.DataFrame, measure: Measure = "share") -> p
     return values
 
 
+class AttentionTracker:
+    """The needs-attention rule over consecutive one-second buckets (see the module docstring).
+
+    `update()` takes each completed second in order; `emit` receives an event when attention starts
+    (t_end None) and again when it ends. Shared by a stream's aggregator and an online class's view.
+    """
+
+    def __init__(self, negative_share: float, attention_seconds: int,
+                 emit: Callable[[AttentionEvent], None]) -> None:
+        self.negative_share = negative_share
+        self.attention_seconds = attention_seconds
+        self._emit = emit
+        self._last_t: int | None = None
+        self._streak = 0
+        self._streak_share_sum = 0.0
+        self.open_event: AttentionEvent | None = None
+
+    def update(self, t: int, qualifies: bool, negative: float) -> bool:
+        """Second `t`: `qualifies` when it had faces and its negative share was above the threshold."""
+        contiguous = self._last_t is not None and t == self._last_t + 1
+        if self.open_event is not None and not (qualifies and contiguous):
+            self._end(self._last_t + 1 if self._last_t is not None else t)
+        if qualifies:
+            if contiguous and self._streak > 0:
+                self._streak += 1
+                self._streak_share_sum += negative
+            else:
+                self._streak, self._streak_share_sum = 1, negative
+        else:
+            self._streak, self._streak_share_sum = 0, 0.0
+        self._last_t = t
+        if self.open_event is None and self._streak >= self.attention_seconds:
+            reason = (
+                f"{self._streak_share_sum / self._streak:.0%} of faces have looked {NEGATIVE_PHRASE} "
+                f"for {self._streak} s"
+            )
+            self.open_event = AttentionEvent(float(t - self._streak + 1), None, reason)
+            self._emit(self.open_event)
+        return self.open_event is not None
+
+    def close(self) -> None:
+        """End an open event after the last second seen (idempotent)."""
+        if self.open_event is not None and self._last_t is not None:
+            self._end(self._last_t + 1)
+
+    def _end(self, t_end: int) -> None:
+        event = self.open_event
+        assert event is not None
+        seconds = max(1, self._streak)
+        reason = (
+            f"{self._streak_share_sum / seconds:.0%} of faces looked {NEGATIVE_PHRASE} "
+            f"for {round(t_end - event.t_start)} s"
+        )
+        self._emit(AttentionEvent(event.t_start, float(t_end), reason))
+        self.open_event = None
+
+
 @dataclass(frozen=True)
 class AggregatorSnapshot:
     """A consistent, immutable copy for the UI; `frame()` builds the DataFrame outside any lock."""
@@ -246,11 +303,7 @@ class SessionAggregator:
         self._peak_faces = 0
         self._seconds = 0
         self._label_totals = np.zeros(NUM_EMOTIONS, dtype=np.int64)
-        # attention state
-        self._last_t: int | None = None
-        self._streak = 0
-        self._streak_share_sum = 0.0
-        self._open_event: AttentionEvent | None = None
+        self._attention = AttentionTracker(negative_share, attention_seconds, self._emit)
         self._closed = False
 
     # --- video thread ---------------------------------------------------------------
@@ -293,8 +346,7 @@ class SessionAggregator:
             if self._acc is not None:
                 self._complete(self._acc)
                 self._acc = None
-            if self._open_event is not None and self._last_t is not None:
-                self._end_attention(self._last_t + 1)
+            self._attention.close()
             self._closed = True
 
     # --- any thread -----------------------------------------------------------------
@@ -303,8 +355,8 @@ class SessionAggregator:
             return AggregatorSnapshot(
                 buckets=tuple(self._window),
                 faces_now=self._faces_now,
-                attention=self._open_event is not None,
-                attention_reason=self._open_event.reason if self._open_event else None,
+                attention=self._attention.open_event is not None,
+                attention_reason=self._attention.open_event.reason if self._attention.open_event else None,
                 recent_events=tuple(self._recent_events),
                 frames_analysed=self._frames,
                 dropped=self._dropped,
@@ -351,7 +403,7 @@ class SessionAggregator:
         else:
             mean, shares = _NAN_PROBS, _ZERO_SHARES
         negative = sum(shares[i] for i in _NEGATIVE_INDICES)
-        attention = self._update_attention(acc.t, acc.faces > 0 and negative > self.negative_share, negative)
+        attention = self._attention.update(acc.t, acc.faces > 0 and negative > self.negative_share, negative)
         bucket = Bucket(acc.t, acc.faces, acc.frames, n, mean, shares, attention)
         self._window.append(bucket)
         self._push(self._pending_buckets, bucket, self._limits[0])
@@ -363,39 +415,6 @@ class SessionAggregator:
         self._peak_faces = max(self._peak_faces, acc.faces)
         self._label_totals += acc.label_counts
         self._seconds += 1
-
-    def _update_attention(self, t: int, qualifies: bool, negative: float) -> bool:
-        contiguous = self._last_t is not None and t == self._last_t + 1
-        if self._open_event is not None and not (qualifies and contiguous):
-            self._end_attention(self._last_t + 1 if self._last_t is not None else t)
-        if qualifies:
-            if contiguous and self._streak > 0:
-                self._streak += 1
-                self._streak_share_sum += negative
-            else:
-                self._streak, self._streak_share_sum = 1, negative
-        else:
-            self._streak, self._streak_share_sum = 0, 0.0
-        self._last_t = t
-        if self._open_event is None and self._streak >= self.attention_seconds:
-            reason = (
-                f"{self._streak_share_sum / self._streak:.0%} of faces have looked {NEGATIVE_PHRASE} "
-                f"for {self._streak} s"
-            )
-            self._open_event = AttentionEvent(float(t - self._streak + 1), None, reason)
-            self._emit(self._open_event)
-        return self._open_event is not None
-
-    def _end_attention(self, t_end: int) -> None:
-        event = self._open_event
-        assert event is not None
-        seconds = max(1, self._streak)
-        reason = (
-            f"{self._streak_share_sum / seconds:.0%} of faces looked {NEGATIVE_PHRASE} "
-            f"for {round(t_end - event.t_start)} s"
-        )
-        self._emit(AttentionEvent(event.t_start, float(t_end), reason))
-        self._open_event = None
 
     def _emit(self, event: AttentionEvent) -> None:
         self._recent_events.append(event)
