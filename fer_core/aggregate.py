@@ -72,6 +72,7 @@ class Bucket:
     mean_probs: tuple[float, ...]  # EMOTIONS order; NaN without faces
     shares: tuple[float, ...]  # EMOTIONS order; 0 without faces
     needs_attention: bool
+    students: int | None = None  # an online class: students connected that second
 
     @property
     def negative_share(self) -> float:

@@ -66,6 +66,10 @@ class EmotionClassifier(ABC):
         n = len(faces)
         return apply_temperature((both[:n] + both[n:]) / 2.0, self.temperature)
 
+    def raw_predict(self, faces: np.ndarray) -> np.ndarray:
+        """The model's own probabilities for (n, 48, 48, 1) float32 faces: no temperature, no flip averaging."""
+        return self._predict(faces)
+
     @abstractmethod
     def _predict(self, faces: np.ndarray) -> np.ndarray: ...
 

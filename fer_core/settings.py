@@ -78,6 +78,25 @@ class Settings(BaseSettings):
     )
     loopback_only: bool = Field(default=False, description="Test-only: ICE on 127.0.0.1 in a network namespace.")
 
+    # --- online classes (students join from their own browsers) -------------------
+    class_min_students: int = Field(
+        default=5, ge=1, le=100,
+        description="Privacy floor: expressions are shown only when at least this many students' faces are in view.")
+    class_max_students: int = Field(default=60, ge=1, le=1000, description="Streams one class accepts.")
+    class_analysis_fps: float = Field(default=2.0, gt=0.0, le=15.0, description="Analysed frames/s per student.")
+    class_video_width: int = Field(default=320, ge=160, le=1920, description="Students' camera: ideal width.")
+    class_video_height: int = Field(default=240, ge=120, le=1080, description="Students' camera: ideal height.")
+    class_video_fps: int = Field(default=5, ge=1, le=30, description="Students' camera: most frames/s sent.")
+    class_idle_timeout_min: float = Field(
+        default=30.0, gt=0.0, description="A class nobody has watched or joined for this long ends itself.")
+    class_code_ttl_hours: float = Field(default=12.0, gt=0.0, description="Join codes stop working after this.")
+    class_member_timeout_s: float = Field(
+        default=5.0, ge=2.0, le=60.0, description="A student whose frames stopped this long ago is no longer counted.")
+    class_batch_window_ms: float = Field(
+        default=5.0, ge=0.0, le=100.0, description="How long the shared classifier waits to batch students' faces.")
+    public_url: str | None = Field(
+        default=None, description="The app's address as students reach it (join links); default: the page's own.")
+
     # --- access control -----------------------------------------------------------
     app_password: SecretStr | None = None
     analyst_password: SecretStr | None = None
@@ -97,7 +116,7 @@ class Settings(BaseSettings):
 
     @field_validator(
         "app_password", "analyst_password", "trainer_password", "model_path", "database_url",
-        "classifier_flip_average", mode="before"
+        "classifier_flip_average", "public_url", mode="before"
     )
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:

@@ -48,7 +48,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
@@ -57,8 +57,9 @@ from fer_core.emotions import EMOTIONS, NEGATIVE_EMOTIONS
 
 log = logging.getLogger(__name__)
 
-Source = Literal["live", "recording"]
-SOURCES: tuple[str, ...] = ("live", "recording")
+# class: an online class, its students' streams handled by any number of server processes (fer_core.class_store).
+Source = Literal["live", "recording", "class"]
+SOURCES: tuple[str, ...] = ("live", "recording", "class")
 STATUSES: tuple[str, ...] = ("running", "completed", "partial", "failed", "interrupted")
 # A live session with no new second stored for this long lost its process (crash, kill, power).
 STALE_LIVE_SESSION_S = 300.0
@@ -123,6 +124,7 @@ buckets_table = Table(
     *[Column(c, Float, nullable=True) for c in PROB_COLUMNS],  # NULL: no face that second
     *[Column(c, Float, nullable=False) for c in SHARE_COLUMNS],
     Column("needs_attention", Boolean, nullable=False, default=False),
+    Column("students", Integer, nullable=True),  # online classes: students connected that second
 )
 
 track_samples_table = Table(
@@ -224,14 +226,15 @@ class Store:
             raise StoreError(f"no database driver for {self.url_text}: {exc}") from exc
         if self.url.get_backend_name() == "sqlite":
             event.listen(self.engine, "connect", _on_sqlite_connect)
-        with self._guard("create the tables"):
+        with self.guard("create the tables"):
             metadata.create_all(self.engine)
 
     def __repr__(self) -> str:
         return f"Store({self.url_text!r})"
 
     @contextlib.contextmanager
-    def _guard(self, action: str) -> Iterator[None]:
+    def guard(self, action: str) -> Iterator[None]:
+        """Turn database errors inside the block into a StoreError that says what could not be done."""
         try:
             yield
         except StoreError:
@@ -259,7 +262,7 @@ class Store:
             "faces_seen": 0,
             "frames_analysed": 0,
         }
-        with self._guard("create a session"), self.engine.begin() as conn:
+        with self.guard("create a session"), self.engine.begin() as conn:
             result = conn.execute(insert(sessions_table).values(**values))
             return int(result.inserted_primary_key[0])
 
@@ -284,7 +287,7 @@ class Store:
             "frames_analysed": int(frames_analysed),
             "status": status,
         }
-        with self._guard("close a session"), self.engine.begin() as conn:
+        with self.guard("close a session"), self.engine.begin() as conn:
             result = conn.execute(update(sessions_table).where(sessions_table.c.id == session_id).values(**values))
             if result.rowcount == 0:
                 raise SessionNotFound(f"session {session_id} does not exist")
@@ -299,12 +302,19 @@ class Store:
         """Write one drain's worth in one transaction; events upsert on (kind, t_start)."""
         if not (buckets or samples or events):
             return
+        with self.guard("save session data"), self.engine.begin() as conn:
+            self.write_batch(conn, session_id, Drained(tuple(buckets), tuple(samples), tuple(events)))
+
+    def write_batch(self, conn: Connection, session_id: int, data: Drained) -> None:
+        """`add_batch` inside the caller's transaction `conn`."""
+        buckets, samples, events = data.buckets, data.samples, data.events
         bucket_rows = [
             {
                 "session_id": session_id,
                 "t": int(b.t),
                 "faces": int(b.faces),
                 "needs_attention": bool(b.needs_attention),
+                "students": b.students,
                 **{c: _finite(v) for c, v in zip(PROB_COLUMNS, b.mean_probs, strict=True)},
                 **{c: float(v) for c, v in zip(SHARE_COLUMNS, b.shares, strict=True)},
             }
@@ -321,30 +331,29 @@ class Store:
             }
             for s in samples
         ]
-        with self._guard("save session data"), self.engine.begin() as conn:
-            if conn.execute(select(sessions_table.c.id).where(sessions_table.c.id == session_id)).first() is None:
-                raise SessionNotFound(f"session {session_id} does not exist (deleted while running?)")
-            if bucket_rows:
-                conn.execute(insert(buckets_table), bucket_rows)
-            if sample_rows:
-                conn.execute(insert(track_samples_table), sample_rows)
-            for ev in events:
-                e = events_table.c
-                key = (e.session_id == session_id, e.kind == ev.kind, e.t_start == ev.t_start)
-                existing = conn.execute(select(e.id).where(*key)).first()
-                if existing is None:
-                    conn.execute(
-                        insert(events_table).values(
-                            session_id=session_id, t_start=ev.t_start, t_end=ev.t_end, kind=ev.kind, reason=ev.reason
-                        )
+        if conn.execute(select(sessions_table.c.id).where(sessions_table.c.id == session_id)).first() is None:
+            raise SessionNotFound(f"session {session_id} does not exist (deleted while running?)")
+        if bucket_rows:
+            conn.execute(insert(buckets_table), bucket_rows)
+        if sample_rows:
+            conn.execute(insert(track_samples_table), sample_rows)
+        for ev in events:
+            e = events_table.c
+            key = (e.session_id == session_id, e.kind == ev.kind, e.t_start == ev.t_start)
+            existing = conn.execute(select(e.id).where(*key)).first()
+            if existing is None:
+                conn.execute(
+                    insert(events_table).values(
+                        session_id=session_id, t_start=ev.t_start, t_end=ev.t_end, kind=ev.kind, reason=ev.reason
                     )
-                else:
-                    conn.execute(update(events_table).where(e.id == existing[0]).values(t_end=ev.t_end,
-                                                                                       reason=ev.reason))
+                )
+            else:
+                conn.execute(update(events_table).where(e.id == existing[0]).values(t_end=ev.t_end,
+                                                                                   reason=ev.reason))
 
     def delete_session(self, session_id: int) -> bool:
         """Delete a session and all its data for good; False if it did not exist."""
-        with self._guard("delete a session"), self.engine.begin() as conn:
+        with self.guard("delete a session"), self.engine.begin() as conn:
             # Children first, explicitly: correct even on a database without enforced foreign keys.
             for table in _CHILD_TABLES:
                 conn.execute(delete(table).where(table.c.session_id == session_id))
@@ -359,7 +368,7 @@ class Store:
         c, b = sessions_table.c, buckets_table.c
         last_t = select(func.max(b.t)).where(b.session_id == c.id).scalar_subquery()
         now = time.time()
-        with self._guard("close stale sessions"), self.engine.begin() as conn:
+        with self.guard("close stale sessions"), self.engine.begin() as conn:
             rows = conn.execute(
                 select(c.id, c.started_at, last_t.label("last_t")).where(c.status == "running", c.source == "live")
             ).all()
@@ -383,7 +392,7 @@ class Store:
         cutoff = datetime.now(UTC) - timedelta(days=days)
         c = sessions_table.c
         ended = func.coalesce(c.ended_at, c.started_at)
-        with self._guard("purge old sessions"), self.engine.begin() as conn:
+        with self.guard("purge old sessions"), self.engine.begin() as conn:
             ids = [row[0] for row in conn.execute(select(c.id).where(ended < cutoff))]
             for table in _CHILD_TABLES:
                 conn.execute(delete(table).where(table.c.session_id.in_(ids)))
@@ -392,7 +401,7 @@ class Store:
 
     # --- reads (DataFrames for the pages) -----------------------------------------------------
     def _frame(self, statement: Any, action: str) -> pd.DataFrame:
-        with self._guard(action), self.engine.connect() as conn:
+        with self.guard(action), self.engine.connect() as conn:
             result = conn.execute(statement)
             return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
 
@@ -405,18 +414,19 @@ class Store:
         return frame
 
     def get_session(self, session_id: int) -> dict[str, Any]:
-        with self._guard("read a session"), self.engine.connect() as conn:
+        with self.guard("read a session"), self.engine.connect() as conn:
             row = conn.execute(select(sessions_table).where(sessions_table.c.id == session_id)).mappings().first()
         if row is None:
             raise SessionNotFound(f"session {session_id} does not exist")
         return dict(row)
 
     def session_buckets(self, session_id: int) -> pd.DataFrame:
-        """Per second: t (epoch s), time (UTC), elapsed_s, faces, p_*, share_*, negative_share, needs_attention."""
+        """Per second: t (epoch s), time (UTC), elapsed_s, faces, p_*, share_*, negative_share, needs_attention,
+        students (online classes; NA otherwise)."""
         table = buckets_table
         frame = self._frame(
             select(table.c.t, table.c.faces, *[table.c[c] for c in (*PROB_COLUMNS, *SHARE_COLUMNS)],
-                   table.c.needs_attention)
+                   table.c.needs_attention, table.c.students)
             .where(table.c.session_id == session_id)
             .order_by(table.c.t),
             "read session buckets",
@@ -428,8 +438,10 @@ class Store:
         for c in (*PROB_COLUMNS, *SHARE_COLUMNS):
             frame[c] = frame[c].astype("float64")
         negative = [f"share_{e}" for e in EMOTIONS if e in NEGATIVE_EMOTIONS]
-        frame.insert(len(frame.columns) - 1, "negative_share", frame[negative].sum(axis=1).astype("float64"))
+        frame.insert(frame.columns.get_loc("needs_attention"), "negative_share",
+                     frame[negative].sum(axis=1).astype("float64"))
         frame["needs_attention"] = frame["needs_attention"].astype(bool)
+        frame["students"] = pd.to_numeric(frame["students"], errors="coerce").astype("Int64")  # NA but in classes
         return frame
 
     def session_tracks(self, session_id: int) -> pd.DataFrame:
