@@ -16,6 +16,7 @@ Every method runs its own transaction (see `Store`); none is called from a video
 from __future__ import annotations
 
 import secrets
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -43,7 +44,15 @@ from fer_core.aggregate import Drained
 from fer_core.classroom import ClassSecond, class_buckets
 from fer_core.emotions import EMOTIONS
 from fer_core.join_code import new_code
-from fer_core.store import SessionNotFound, Store, StoreError, UTCDateTime, metadata, sessions_table
+from fer_core.store import (
+    SessionNotFound,
+    Store,
+    StoreError,
+    UTCDateTime,
+    get_store,
+    metadata,
+    sessions_table,
+)
 
 ClassStatus = Literal["open", "ended"]
 EndReason = Literal["instructor", "idle", "interrupted"]
@@ -418,3 +427,16 @@ class ClassStore:
             except SessionNotFound:  # its session was deleted meanwhile: nothing to save
                 continue
         return report
+
+
+_class_stores: dict[str, ClassStore] = {}
+_class_stores_lock = threading.Lock()
+
+
+def get_class_store(url: str) -> ClassStore:
+    """One ClassStore per database URL per process (on the process's one Store for that URL)."""
+    with _class_stores_lock:
+        found = _class_stores.get(url)
+        if found is None:
+            found = _class_stores[url] = ClassStore(get_store(url))
+        return found

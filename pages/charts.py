@@ -367,3 +367,27 @@ def training_curves_chart(
     )
     return chart.properties(title=title) if title else chart
 
+
+
+def students_chart(buckets: pd.DataFrame, *, height: int = SMALL_HEIGHT, title: str | None = None) -> alt.Chart:
+    """An online class: students connected and faces in view, each second (counts only, never expressions)."""
+    if buckets.empty or "students" not in buckets.columns:
+        return _empty_chart("No data yet", height)
+    frame = _with_time(buckets)[["t", "students", "faces"]].copy()
+    frame["students"] = pd.to_numeric(frame["students"], errors="coerce")
+    long = frame.melt(id_vars="t", var_name="what", value_name="count").dropna(subset=["count"])
+    long["what"] = long["what"].map({"students": "Students connected", "faces": "Faces in view"})
+    chart = (
+        alt.Chart(long)
+        .mark_line(interpolate="step-after")
+        .encode(
+            x=_time_axis(),
+            y=alt.Y("count:Q", title="Count", axis=alt.Axis(tickMinStep=1), scale=alt.Scale(zero=True)),
+            color=alt.Color("what:N", title=None, scale=alt.Scale(range=["#2f6fde", "#7f7f7f"]),
+                            legend=alt.Legend(orient="bottom")),
+            tooltip=[alt.Tooltip("t:T", title="Time", format=TIME_FORMAT), alt.Tooltip("what:N", title="What"),
+                     alt.Tooltip("count:Q", title="Count")],
+        )
+        .properties(height=height, width="container")
+    )
+    return chart.properties(title=title) if title else chart

@@ -16,6 +16,7 @@ import streamlit as st
 from fer_core.aggregate import overall_distribution
 from fer_core.store import Store, StoreError, get_store
 from pages import charts
+from pages.class_support import upkeep
 from pages.formatting import as_timestamp, format_duration, format_time, to_local, viewer_timezone
 from pages.formatting import escape_markdown as md
 from pages.ui import PRIVACY_NOTICE, RESPONSIBLE_USE_SHORT, app_settings, role_unlocked
@@ -46,6 +47,10 @@ def purge_if_due(store: Store, url: str) -> None:
     if time.time() - clock.get(url, 0.0) < PURGE_EVERY_S:
         return
     clock[url] = time.time()  # set first: a failing (read-only) database is not retried on every rerun
+    try:  # online classes: end idle ones, save ended ones (on its own: the purge below never waits on it)
+        upkeep(settings)
+    except StoreError as exc:
+        st.warning(f"Online classes could not be looked after: {md(exc)}", icon=":material/groups:")
     try:
         store.close_stale_sessions()  # live sessions whose process died show as interrupted
         removed = store.purge_older_than(settings.retention_days)
@@ -183,11 +188,17 @@ def detail_section(store: Store, session: pd.Series) -> None:
         st.info("This session has no per-second figures (it ended before its first full second).")
     else:
         session_charts(buckets, events)
+    if session["source"] == "class":
+        st.markdown("**Students connected** (an online class: class-level figures only; expressions are kept only "
+                    "for seconds when enough students' faces were in view)")
+        st.altair_chart(charts.students_chart(buckets), width="stretch")
     if not events.empty:
         st.dataframe(events_view(events), hide_index=True, width="stretch")
 
     st.markdown("**Tracks** (anonymous; numbers are new in every session)")
-    if tracks.empty:
+    if session["source"] == "class":
+        st.caption("Online classes store no per-face or per-student rows, only class-level seconds.")
+    elif tracks.empty:
         st.caption("No face tracks were stored for this session.")
     else:
         st.dataframe(

@@ -12,7 +12,7 @@ from fer_core.aggregate import current_distribution
 from fer_core.live import LiveController
 from fer_core.model_io import ModelError
 from fer_core.store import StoreError
-from pages import charts
+from pages import charts, online_class
 from pages.live_support import (
     analyse_upload,
     check_upload,
@@ -35,7 +35,10 @@ st.info(RESPONSIBLE_USE_SHORT, icon=":material/gavel:")
 
 controller: LiveController = st.session_state.setdefault("live_controller", LiveController())
 
-webcam_tab, recording_tab = st.tabs(["Webcam", "Analyse a recording"])
+webcam_tab, class_tab, recording_tab = st.tabs(["Webcam", "Online class", "Analyse a recording"])
+
+with class_tab:
+    online_class.render(settings)
 
 with webcam_tab:
     with st.container(border=True):
