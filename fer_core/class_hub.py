@@ -84,7 +84,9 @@ class StudentStream:
         accumulator.frame_seen(self.stream_id, now)
         if now < self._next_analysis:
             return
-        self._next_analysis = now + self.interval_s
+        # On schedule: the next slot, so the rate is analysis_fps whatever the camera's rate; late: from now.
+        late = now - self._next_analysis >= self.interval_s
+        self._next_analysis = (now if late else self._next_analysis) + self.interval_s
         _, faces = self.pipeline.process(frame, now)
         self.frames_analysed += 1
         accumulator.add(self.stream_id, now, faces)
