@@ -38,9 +38,10 @@ from fer_core.class_hub import ClassHub, StreamSettings, StudentStream
 from fer_core.class_store import ClassInfo, ClassStore
 from fer_core.class_view import read_class_view
 from fer_core.classify import EmotionClassifier, load_classifier
-from fer_core.detect import DetectorParams
+from fer_core.detect import DetectorParams, HaarFaceDetector
 from fer_core.detector_eval import DEFAULT_DATASET, load_ground_truth
 from fer_core.join_code import normalise
+from fer_core.preprocess import to_gray
 from fer_core.settings import Settings
 from fer_core.store import Store
 
@@ -52,7 +53,8 @@ VIEW_EVERY_S = 1.0
 
 
 def student_faces(count: int, dataset: Path = DEFAULT_DATASET) -> list[list[np.ndarray]]:
-    """`count` webcam-like clips of FRAMES_PER_STUDENT frames, each around one real annotated face."""
+    """`count` webcam-like clips of FRAMES_PER_STUDENT frames, each around one real annotated face
+    (after all faces are used, students share them)."""
     faces: list[tuple[np.ndarray, tuple[int, int, int, int]]] = []
     for labelled in load_ground_truth(dataset):
         image = cv2.imread(str(labelled.path))
@@ -62,9 +64,13 @@ def student_faces(count: int, dataset: Path = DEFAULT_DATASET) -> list[list[np.n
     if not faces:
         raise SystemExit(f"error: no annotated faces of at least {MIN_FACE_PX} px in {dataset}")
     width, height = FRAME_SIZE
-    clips = []
-    for k in range(count):
-        image, (x, y, w, h) = faces[k % len(faces)]
+    detector = HaarFaceDetector(DetectorParams())
+    clips: list[list[np.ndarray]] = []
+    spare: list[list[np.ndarray]] = []  # turned heads Haar misses: used only when there are too few others
+    for k in range(len(faces)):
+        if len(clips) >= count:
+            break
+        image, (x, y, w, h) = faces[k]
         frames = []
         for i in range(FRAMES_PER_STUDENT):
             # A webcam view: the face a third of the frame high, drifting a little from frame to frame.
@@ -75,8 +81,10 @@ def student_faces(count: int, dataset: Path = DEFAULT_DATASET) -> list[list[np.n
             x0, y0 = int(max(0, cx - half_w)), int(max(0, cy - half_h))
             crop = image[y0 : int(cy + half_h), x0 : int(cx + half_w)]
             frames.append(cv2.resize(crop, FRAME_SIZE, interpolation=cv2.INTER_AREA))
-        clips.append(frames)
-    return clips
+        # A student faces their own webcam: keep the faces the detector finds, as a webcam would show them.
+        (clips if detector.detect(to_gray(frames[0])) else spare).append(frames)
+    clips.extend(spare[: count - len(clips)])
+    return [clips[k % len(clips)] for k in range(count)]
 
 
 @dataclass

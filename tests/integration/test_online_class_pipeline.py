@@ -1,0 +1,87 @@
+"""The online class on real pixels: students' real faces through the real per-student path, the shared batching
+classifier and the database, in one server process and in two (slow: TensorFlow Lite, subprocesses)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fer_core.batching import BatchingClassifier
+from fer_core.class_bench import make_hub, run_students, student_faces
+from fer_core.class_store import ClassStore
+from fer_core.class_view import read_class_view
+from fer_core.settings import Settings
+from fer_core.store import Store
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+VIEW = {"window_s": 120, "negative_share": 0.5, "attention_seconds": 10, "member_timeout_s": 5.0}
+
+
+@pytest.fixture
+def classes(tmp_path: Path) -> ClassStore:
+    return ClassStore(Store(f"sqlite:///{tmp_path / 'class.db'}"))
+
+
+def test_three_students_real_faces_become_one_class_level_view_and_session(
+    classes: ClassStore, real_classifier, group_photos: Path
+) -> None:
+    settings = Settings()
+    info = classes.open_class("Real faces", "", min_students=3, max_students=10, code_ttl_s=600)
+    batching = BatchingClassifier(real_classifier, window_ms=20)
+    hub = make_hub(classes, info, batching, settings, analysis_fps=2.0)
+    logs, _, _ = run_students(hub, student_faces(3, group_photos), seconds=6.0, camera_fps=5.0)
+    hub.flush(time.time() + 10, final=True)
+    view = read_class_view(classes, info.id, **VIEW)
+    assert all(len(log.analysed_at) >= 10 for log in logs)  # about 2 analysed frames/s each
+    assert view.buckets["students"].max() == 3
+    assert view.buckets["faces"].max() >= 3  # each student's real face was found
+    shown = view.buckets.dropna(subset=["p_happy"])
+    assert len(shown) >= 2  # seconds where all three contributed clear the floor of 3
+    stats = batching.stats()
+    assert stats.requests >= 30 and stats.faces >= stats.requests
+    classes.end_class(info.id)
+    assert classes.save_class(info.id, negative_share=0.5, attention_seconds=10)
+    stored = classes.store.session_buckets(info.session_id)
+    assert stored["students"].max() == 3 and stored["faces"].max() >= 3
+    batching.close()
+
+
+def test_students_on_two_server_processes_meet_in_one_class(
+    classes: ClassStore, real_model_dir: Path, group_photos: Path
+) -> None:
+    info = classes.open_class("Two servers", "", min_students=2, max_students=10, code_ttl_s=600)
+    url = str(classes.store.url)
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "fer_core.class_bench", "--join", info.code, "--database", url,
+             "--students", "2", "--seconds", "12"],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for _ in range(2)
+    ]
+    seen_together = 0
+    deadline = time.monotonic() + 90
+    while any(w.poll() is None for w in workers) and time.monotonic() < deadline:
+        view = read_class_view(classes, info.id, **VIEW)
+        seen_together = max(seen_together, view.students_now)
+        time.sleep(0.5)
+    outputs = [w.communicate(timeout=60) for w in workers]
+    for worker, (out, err) in zip(workers, outputs, strict=True):
+        assert worker.returncode == 0, err[-2000:]
+        assert json.loads(out.strip().splitlines()[-1])["seconds_written"] > 0
+    assert seen_together == 4  # both processes' students counted in one class at once
+    seconds = classes.class_seconds(info.id)
+    assert max(s.students for s in seconds) == 4
+    with classes.store.engine.connect() as conn:
+        instances = conn.exec_driver_sql("SELECT count(DISTINCT instance) FROM class_partials").scalar_one()
+    assert instances == 2
+    classes.end_class(info.id)
+    assert classes.save_class(info.id, negative_share=0.5, attention_seconds=10)
+    assert classes.store.session_buckets(info.session_id)["students"].max() == 4
