@@ -148,7 +148,13 @@ def _zero_distribution() -> pd.Series:
 
 
 def _faces(buckets: pd.DataFrame) -> pd.Series:
-    return pd.to_numeric(buckets.get("faces", pd.Series(1.0, index=buckets.index)), errors="coerce").fillna(0.0)
+    """Each second's weight: its faces, or 0 when it holds no expression figures (no face, or an online
+    class's second below the privacy floor, whose faces are counted but whose expressions are not kept)."""
+    faces = pd.to_numeric(buckets.get("faces", pd.Series(1.0, index=buckets.index)), errors="coerce").fillna(0.0)
+    probs = [c for c in PROB_COLUMNS if c in buckets.columns]
+    if probs:
+        faces = faces.where(buckets[probs].notna().any(axis=1), 0.0)
+    return faces
 
 
 def overall_distribution(buckets: pd.DataFrame, measure: Measure = "share") -> pd.Series:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import av
 import streamlit as st
+import streamlit.components.v1 as components
 from streamlit_webrtc import WebRtcMode, webrtc_streamer
 
 from fer_core.class_hub import StudentStream
@@ -36,6 +37,20 @@ WHAT_IS_ANALYSED = """
   whole class are kept, and they are deleted after {days} days.
 - Facial expressions are weak evidence of how anyone feels. This is not a test and nothing is graded.
 - You can leave at any time with **Leave** (or by closing this tab).
+"""
+
+
+# The student's own preview, drawn in their browser from their camera: it is never sent back from the server,
+# which would cost a video encode per student (the stream to the server is send-only).
+PREVIEW_HTML = """
+<video id="preview" autoplay muted playsinline
+       style="width:100%;max-width:{width}px;border-radius:8px;background:#111;transform:scaleX(-1)"></video>
+<div id="note" style="font-family:sans-serif;font-size:13px;color:#555">Your camera, as only you see it.</div>
+<script>
+navigator.mediaDevices.getUserMedia({{video: {{width: {{ideal: {width}}}, height: {{ideal: {height}}}}}, audio: false}})
+  .then(stream => {{ document.getElementById("preview").srcObject = stream; }})
+  .catch(error => {{ document.getElementById("note").textContent = "Preview unavailable (" + error.name + ")."; }});
+</script>
 """
 
 
@@ -113,43 +128,6 @@ if not consent:
                icon=":material/videocam_off:")
     st.stop()
 
-left = st.session_state.get("join_left_class") == info.id
-ctx = webrtc_streamer(
-    key=f"join-{info.id}",
-    mode=WebRtcMode.SENDONLY,
-    rtc_configuration=rtc_configuration(settings),
-    media_stream_constraints=media_constraints(settings),
-    video_frame_callback=video_frame_callback,
-    on_video_ended=on_video_ended,
-    async_processing=True,
-    desired_playing_state=False if left else None,
-)
-
-if ctx.state.playing and holder.stream is None and not left:
-    try:
-        hub = class_hub(settings, info)
-        holder.stream = hub.join(browser_key(dict(st.context.cookies), session_key))
-    except ClassError as exc:
-        st.error(str(exc), icon=":material/block:")
-    except (ModelError, StoreError) as exc:
-        st.error(f"The class cannot take your stream right now: {md(exc)}", icon=":material/error:")
-elif not ctx.state.playing and holder.stream is not None:
-    leave()
-
-if left:
-    st.info("You have left the class. Your camera is off.", icon=":material/logout:")
-    if st.button("Join again", icon=":material/login:", key="join_again"):
-        st.session_state.pop("join_left_class", None)
-        st.rerun()
-elif holder.stream is not None and st.button("Leave", icon=":material/logout:", key="join_leave"):
-    leave()
-    st.session_state["join_left_class"] = info.id
-    st.rerun()
-elif holder.stream is None:
-    st.caption("Press **Start** to turn on your camera. If nothing happens, allow camera access in your "
-               "browser (the camera icon in the address bar).")
-
-
 @st.fragment(run_every=STATUS_REFRESH_S)
 def status_panel() -> None:
     stream = holder.stream
@@ -165,4 +143,44 @@ def status_panel() -> None:
         st.info("Connecting your camera…", icon=":material/hourglass_top:")
 
 
-status_panel()
+left = st.session_state.get("join_left_class") == info.id
+controls, preview = st.columns([3, 2], gap="large")
+with controls:
+    ctx = webrtc_streamer(
+        key=f"join-{info.id}",
+        mode=WebRtcMode.SENDONLY,
+        rtc_configuration=rtc_configuration(settings),
+        media_stream_constraints=media_constraints(settings),
+        video_frame_callback=video_frame_callback,
+        on_video_ended=on_video_ended,
+        async_processing=True,
+        desired_playing_state=False if left else None,
+    )
+    if ctx.state.playing and holder.stream is None and not left:
+        try:
+            hub = class_hub(settings, info)
+            holder.stream = hub.join(browser_key(dict(st.context.cookies), session_key))
+        except ClassError as exc:
+            st.error(str(exc), icon=":material/block:")
+        except (ModelError, StoreError) as exc:
+            st.error(f"The class cannot take your stream right now: {md(exc)}", icon=":material/error:")
+    elif not ctx.state.playing and holder.stream is not None:
+        leave()
+
+    if left:
+        st.info("You have left the class. Your camera is off.", icon=":material/logout:")
+        if st.button("Join again", icon=":material/login:", key="join_again"):
+            st.session_state.pop("join_left_class", None)
+            st.rerun()
+    elif holder.stream is not None and st.button("Leave", icon=":material/logout:", key="join_leave"):
+        leave()
+        st.session_state["join_left_class"] = info.id
+        st.rerun()
+    elif holder.stream is None:
+        st.caption("Press **Start** to turn on your camera. If nothing happens, allow camera access in your "
+                   "browser (the camera icon in the address bar).")
+    status_panel()
+with preview:
+    if holder.stream is not None:
+        components.html(PREVIEW_HTML.format(width=settings.class_video_width, height=settings.class_video_height),
+                        height=settings.class_video_height + 40)

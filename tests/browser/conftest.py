@@ -5,6 +5,7 @@ Recipe: ../shared/docs/browser-webrtc-testing.md (system Chromium, never `playwr
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -91,13 +92,11 @@ def fake_webcam(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def app_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    """The app started the way a user starts it, on a private data directory."""
-    _require_browser()
-    data_dir = tmp_path_factory.mktemp("appdata")
+@contextlib.contextmanager
+def running_app(data_dir: Path, extra_env: dict[str, str] | None = None) -> Iterator[dict]:
+    """The app started the way a user starts it (`streamlit run dashboard.py`) on a private data directory."""
     port = _free_port()
-    env = {**os.environ, "CLASSMOOD_DATA_DIR": str(data_dir)}
+    env = {**os.environ, "CLASSMOOD_DATA_DIR": str(data_dir), **(extra_env or {})}
     env.pop("CLASSMOOD_APP_PASSWORD", None)
     log_path = data_dir / "server.log"
     with log_path.open("wb") as log:
@@ -131,3 +130,22 @@ def app_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
                 proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def app_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """The app on a private data directory, for the tests of one module."""
+    _require_browser()
+    with running_app(tmp_path_factory.mktemp("appdata")) as server:
+        yield server
+
+
+WEBRTC_COMPONENT = 'iframe[title="streamlit_webrtc.component.webrtc_streamer"]'
+
+
+def launch_chromium(playwright, fake_webcam: Path | None = None):
+    """Debian's Chromium (never a downloaded one); with a fake camera looping `fake_webcam` if given."""
+    flags = list(CHROMIUM_FLAGS)
+    if fake_webcam is not None:
+        flags.append(f"--use-file-for-fake-video-capture={fake_webcam}")
+    return playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=flags)

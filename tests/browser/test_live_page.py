@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser.conftest import ARTIFACTS, CHROMIUM, CHROMIUM_FLAGS
+from tests.browser.conftest import ARTIFACTS, WEBRTC_COMPONENT, launch_chromium
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 FIRST_FRAME_TIMEOUT_S = 25
-COMPONENT = 'iframe[title="streamlit_webrtc.component.webrtc_streamer"]'
+COMPONENT = WEBRTC_COMPONENT
 
 
 def _metric_value(page, label: str) -> str | None:
@@ -53,8 +53,7 @@ def _open_and_start(browser, url: str, session_name: str, log: Path):
 
 
 def _launch(p, fake_webcam: Path):
-    flags = [*CHROMIUM_FLAGS, f"--use-file-for-fake-video-capture={fake_webcam}"]
-    return p.chromium.launch(executable_path=CHROMIUM, headless=True, args=flags)
+    return launch_chromium(p, fake_webcam)
 
 
 def test_live_page_streams_faces_and_stores_the_session(app_server: dict, fake_webcam: Path) -> None:

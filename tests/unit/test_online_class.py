@@ -224,6 +224,19 @@ def test_two_processes_sums_meet_in_the_database_and_saving_keeps_only_class_lev
         assert conn.exec_driver_sql("SELECT count(*) FROM class_members").scalar_one() == 0
 
 
+def test_seconds_below_the_floor_weigh_nothing_in_a_saved_class_summary(classes: ClassStore) -> None:
+    from fer_core.aggregate import current_distribution, overall_distribution
+
+    info = open_class(classes, min_students=3)
+    classes.add_partials(info.id, "p1", [second(T0, 4, "happy"), second(T0 + 1, 2, "sad")])
+    classes.end_class(info.id)
+    classes.save_class(info.id, negative_share=0.5, attention_seconds=3)
+    buckets = classes.store.session_buckets(info.session_id)
+    assert list(buckets["faces"]) == [4, 2] and buckets["p_sad"].isna().tolist() == [False, True]
+    assert overall_distribution(buckets)["happy"] == pytest.approx(1.0)  # not diluted by the withheld second
+    assert current_distribution(buckets)["happy"] == pytest.approx(1.0)
+
+
 def test_upkeep_ends_idle_classes_and_marks_abandoned_ones_interrupted(classes: ClassStore) -> None:
     idle = open_class(classes)
     abandoned = open_class(classes)
