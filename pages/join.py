@@ -7,6 +7,7 @@ are analysed here and only added into class-level sums; nothing of them is shown
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from dataclasses import dataclass
 
 import av
@@ -97,6 +98,9 @@ def find_class() -> ClassInfo | None:
         return None
     if not info.is_open:
         st.warning("This class has ended. Thank you for taking part.", icon=":material/event_busy:")
+        return None
+    if info.expired(datetime.now(UTC)) and holder.stream is None:
+        st.warning("This join code has expired. Ask your instructor for a new one.", icon=":material/timer_off:")
         return None
     return info
 

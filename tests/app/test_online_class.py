@@ -128,6 +128,10 @@ def test_a_full_class_and_an_ended_class_refuse_with_a_clear_message(
     at = join_page(info.code, FakeStreamer(), monkeypatch)
     assert "This class has ended" in texts(at.warning)
     assert not at.checkbox
+    expired = open_class(classes, code_ttl_s=0.0)
+    at = join_page(expired.code, FakeStreamer(), monkeypatch)
+    assert "This join code has expired" in texts(at.warning)
+    assert not at.checkbox
 
 
 # --- the instructor's tab ----------------------------------------------------------------------------
@@ -217,3 +221,16 @@ def test_history_shows_a_saved_class_with_students_over_time_and_no_student_rows
     assert "Students connected" in texts(at.markdown)
     assert "no per-face or per-student rows" in texts(at.caption)
     assert len(at.dataframe) == 1  # the sessions table only: no tracks table for a class
+
+
+def test_closing_the_instructors_tab_leaves_the_class_running_and_another_tab_takes_it_over(
+    app_env: Settings, classes: ClassStore, server_address: Callable
+) -> None:
+    open_from_the_live_page("Chemistry")
+    (info,) = classes.open_classes()
+    # A new browser session (the instructor's tab was closed): the class is still open and can be watched.
+    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=APP_TIMEOUT).run()
+    assert "Chemistry" in texts(at.markdown) and display(info.code) in texts(at.markdown)
+    at.button(key=f"watch_class_{info.id}").click().run()
+    assert [m.value for m in at.metric if m.label == "Join code"] == [display(info.code)]
+    assert classes.get_class(info.id).is_open

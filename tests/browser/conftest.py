@@ -93,12 +93,13 @@ def fake_webcam(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @contextlib.contextmanager
-def running_app(data_dir: Path, extra_env: dict[str, str] | None = None) -> Iterator[dict]:
+def running_app(data_dir: Path, extra_env: dict[str, str] | None = None, log_name: str = "server.log",
+                ) -> Iterator[dict]:
     """The app started the way a user starts it (`streamlit run dashboard.py`) on a private data directory."""
     port = _free_port()
     env = {**os.environ, "CLASSMOOD_DATA_DIR": str(data_dir), **(extra_env or {})}
     env.pop("CLASSMOOD_APP_PASSWORD", None)
-    log_path = data_dir / "server.log"
+    log_path = data_dir / log_name
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [

@@ -1,6 +1,6 @@
 """An online class in real browsers: an instructor opens a class; three students join by the link, each from its
-own browser context with a fake webcam of real faces; the instructor sees one class; a student leaves; the class
-ends for everyone and is on the History page."""
+own browser context with a fake webcam of real faces, one of them through a second app server process on the same
+database; the instructor sees one class; a student leaves; the class ends for everyone and is on the History page."""
 
 from __future__ import annotations
 
@@ -23,10 +23,12 @@ FIRST_FRAME_TIMEOUT_S = 20
 
 @pytest.fixture(scope="module")
 def class_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """Two app server processes on one database, as behind a load balancer: the instructor is on the first."""
     _require_browser()
     env = {"CLASSMOOD_CLASS_MIN_STUDENTS": str(STUDENTS), "CLASSMOOD_CLASS_MEMBER_TIMEOUT_S": "4"}
-    with running_app(tmp_path_factory.mktemp("classapp"), env) as server:
-        yield server
+    data_dir = tmp_path_factory.mktemp("classapp")
+    with running_app(data_dir, env) as first, running_app(data_dir, env, "server-2.log") as second:
+        yield {**first, "second_url": second["url"], "second_log": second["log"]}
 
 
 def metric(page, label: str) -> str | None:
@@ -104,7 +106,9 @@ def test_three_students_join_one_class_and_the_instructor_sees_only_the_class(
             link = open_class(instructor, class_app["url"])
             contexts = [students_browser.new_context(viewport={"width": 1000, "height": 900})
                         for _ in range(STUDENTS)]
-            pages = [join(context, link, log) for context in contexts]
+            # The last student's browser is sent to the other server process by the load balancer.
+            links = [link] * (STUDENTS - 1) + [link.replace(class_app["url"], class_app["second_url"])]
+            pages = [join(context, student_link, log) for context, student_link in zip(contexts, links, strict=True)]
             assert wait_for_preview(pages[0]) > 0  # the student sees their own camera, drawn locally
             pages[0].screenshot(path=str(ARTIFACTS / "join_page.png"), full_page=True)
 
@@ -131,7 +135,8 @@ def test_three_students_join_one_class_and_the_instructor_sees_only_the_class(
             instructor.wait_for_timeout(2000)
             instructor.screenshot(path=str(ARTIFACTS / "instructor_class_view.png"), full_page=True)
 
-            # One student closes their tab: the count drops within a few seconds, and below k nothing is shown.
+            # The student on the other server closes their tab: the count drops within a few seconds, and below
+            # k nothing is shown.
             contexts[2].close()
             wait_for_metric(instructor, "Students connected", lambda v: v == str(STUDENTS - 1), 30,
                             "the count drops after a tab closes", log)

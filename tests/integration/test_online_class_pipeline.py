@@ -85,3 +85,41 @@ def test_students_on_two_server_processes_meet_in_one_class(
     classes.end_class(info.id)
     assert classes.save_class(info.id, negative_share=0.5, attention_seconds=10)
     assert classes.store.session_buckets(info.session_id)["students"].max() == 4
+
+
+def test_a_server_process_killed_mid_class_loses_only_its_own_students(
+    classes: ClassStore, real_model_dir: Path, group_photos: Path
+) -> None:
+    info = classes.open_class("One server dies", "", min_students=2, max_students=10, code_ttl_s=600)
+    url = str(classes.store.url)
+
+    def worker(seconds: int) -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-m", "fer_core.class_bench", "--join", info.code, "--database", url,
+             "--students", "2", "--seconds", str(seconds)],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+
+    survivor, doomed = worker(30), worker(60)
+    deadline = time.monotonic() + 90
+    while read_class_view(classes, info.id, **VIEW).students_now < 4:
+        assert time.monotonic() < deadline, "the four students never met in one class"
+        time.sleep(0.5)
+    time.sleep(3)
+    doomed.kill()  # SIGKILL: no goodbye, no last flush
+    doomed.wait(10)
+    killed_at = time.time()
+    stored_before = [s for s in classes.class_seconds(info.id) if s.t < killed_at - 3]
+    while read_class_view(classes, info.id, **VIEW).students_now != 2:
+        assert time.monotonic() < deadline, "the killed server's students were still counted"
+        time.sleep(0.5)
+    dropped_after = time.time() - killed_at
+    _out, err = survivor.communicate(timeout=90)
+    assert survivor.returncode == 0, err[-2000:]
+    after = {s.t: s for s in classes.class_seconds(info.id)}
+    assert all(after[s.t].students >= s.students for s in stored_before)  # what was stored survives
+    assert max(s.t for s in after.values()) > killed_at + 5  # and the class went on with the others
+    assert dropped_after < 10
+    classes.end_class(info.id)
+    assert classes.save_class(info.id, negative_share=0.5, attention_seconds=10)
+    assert classes.store.get_session(info.session_id)["status"] == "completed"
