@@ -15,16 +15,18 @@ that they agree). Every `Store` brings its database up to date when it opens, so
 - A database made before Alembic (tables but no version table) is recognised as revision 0001
   or 0002 by its status constraint, stamped, and upgraded like any other.
 
-To change the schema:
+To change the schema (alembic.ini at the repository root configures the `alembic` command):
 1. edit the tables in fer_core/store.py (`metadata`);
-2. add a revision in fer_core/migrations/versions, `NNNN_what.py` with `revision = "NNNN"` and
-   `down_revision` = the current head: `.venv/bin/alembic revision -m "what" --rev-id NNNN` writes
-   an empty one; or let Alembic draft it from the difference to a scratch database:
-   `.venv/bin/alembic -x url=sqlite:////tmp/scratch.db upgrade head`, then the same `revision`
-   command with `--autogenerate` (read the draft: it does not see CHECK constraints or renames);
-   on SQLite, change existing tables inside `op.batch_alter_table` (it copies the table);
-3. run `pytest tests/unit/test_schema.py`: it fails while `metadata` and the revisions differ,
-   and when two branches each added a revision (two heads: renumber one onto the other).
+2. add a revision `fer_core/migrations/versions/NNNN_what.py` whose `down_revision` is the current
+   head. Let Alembic draft it from the difference to a scratch database, then read the draft (it
+   does not see CHECK constraints or renames):
+       .venv/bin/alembic -x url=sqlite:////tmp/scratch.db upgrade head
+       .venv/bin/alembic -x url=sqlite:////tmp/scratch.db revision --autogenerate --rev-id NNNN -m "what"
+   or write it by hand (`revision` without --autogenerate gives an empty one). Existing tables
+   change inside `op.batch_alter_table` (SQLite copies the table; PostgreSQL alters it in place);
+3. run `pytest tests/unit/test_schema.py` (or `alembic ... check`): it fails while `metadata`
+   and the revisions differ, and when two branches each added a revision (two heads: renumber
+   one onto the other).
 Revisions are forward-only: to go back, restore a backup of the database taken before upgrading.
 """
 

@@ -8,6 +8,8 @@ settings, with the same lock.
 
 from __future__ import annotations
 
+from logging.config import fileConfig
+
 from alembic import context
 from sqlalchemy.engine import Connection
 
@@ -15,6 +17,8 @@ from fer_core import schema
 from fer_core.store import Store, metadata
 
 config = context.config
+if config.config_file_name is not None:  # the alembic command: its messages go to the console
+    fileConfig(config.config_file_name, disable_existing_loggers=False)
 
 
 def run(connection: Connection) -> None:
