@@ -204,7 +204,9 @@ def _explain(exc: BaseException, url_text: str, action: str) -> str:
     lowered = detail.lower()
     if "readonly" in lowered or "read-only" in lowered or "read only" in lowered:
         return f"cannot {action}: the database {url_text} is read-only ({detail})"
-    if "unable to open" in lowered or "could not connect" in lowered or "connection refused" in lowered:
+    unreachable = ("unable to open", "could not connect", "connection refused", "could not translate host name",
+                   "resolve host", "timeout expired", "server closed the connection", "connection is lost")
+    if any(words in lowered for words in unreachable):
         return f"cannot {action}: the database {url_text} cannot be opened or reached ({detail})"
     if "locked" in lowered or "busy" in lowered:
         return f"cannot {action}: the database {url_text} is busy ({detail})"

@@ -1,4 +1,4 @@
-"""AppTests of the History page over a seeded temporary SQLite database."""
+"""AppTests of the History page over a seeded temporary database: SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -13,15 +13,25 @@ from streamlit.testing.v1 import AppTest
 from fer_core.settings import Settings, get_settings
 from fer_core.store import Store
 from tests.app.conftest import chart_specs, page_test, seed_session, texts
+from tests.conftest import BACKENDS
+from tests.store_faults import refuse
 
 pytestmark = pytest.mark.app
+SQLITE_ONLY = pytest.mark.parametrize("app_backend", ["sqlite"])
+
+
+@pytest.fixture(params=BACKENDS)
+def app_backend(request: pytest.FixtureRequest) -> str:
+    return request.param
 
 PAYLOAD = '<script>alert("x")</script><img src=x onerror=alert(1)> [click](javascript:alert(2)) **bold**'
 
 
 @pytest.fixture
 def store(app_env: Settings) -> Store:
-    return Store(app_env.db_url)
+    store = Store(app_env.db_url)
+    yield store
+    store.dispose()
 
 
 def markdown_elements(at: AppTest) -> list:
@@ -161,6 +171,7 @@ def test_analyst_password_gates_the_page(app_env: Settings, monkeypatch: pytest.
     assert list(at.dataframe[0].value["Name"]) == ["Secret session"]
 
 
+@SQLITE_ONLY
 def test_unreachable_database_gives_a_clear_error(app_env: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     # A driver that is not installed, with a password that must never be shown.
     monkeypatch.setenv("CLASSMOOD_DATABASE_URL", "postgresql+psycopg://classmood:hunter2@db.invalid:5432/classmood")
@@ -169,10 +180,11 @@ def test_unreachable_database_gives_a_clear_error(app_env: Settings, monkeypatch
     assert not at.exception
     assert at.title[0].value == "History"
     message = texts(at.error)
-    assert "Session database problem" in message
+    assert "Session database problem" in message and "cannot be opened or reached" in message
     assert "hunter2" not in message
 
 
+@SQLITE_ONLY
 def test_unopenable_sqlite_file_gives_a_clear_error(app_env: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     folder = app_env.data_dir / "i-am-a-folder.db"
     folder.mkdir()
@@ -183,6 +195,7 @@ def test_unopenable_sqlite_file_gives_a_clear_error(app_env: Settings, monkeypat
     assert "cannot be opened" in texts(at.error)
 
 
+@SQLITE_ONLY
 def test_read_only_database_still_lists_and_refuses_deletes(
     app_env: Settings, store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -214,3 +227,32 @@ def test_retention_purge_runs_on_open_at_most_every_few_minutes(app_env: Setting
     seed_session(store, "Also old", started_at=old, ended_at=old + timedelta(minutes=50))
     at = page_test("history").run()
     assert sorted(store.list_sessions()["name"]) == ["Also old", "Recent"]
+
+
+def test_purge_runs_when_marking_dead_sessions_fails(app_env: Settings, store: Store) -> None:
+    """The retention purge that the privacy notice promises does not wait on the other maintenance step."""
+    now = datetime.now(UTC)
+    dead = store.create_session("Dead server", "7B", "live", started_at=now - timedelta(hours=1))
+    old = now - timedelta(days=app_env.retention_days + 5)
+    seed_session(store, "Too old", started_at=old, ended_at=old + timedelta(minutes=50))
+    refuse(store.engine, "interrupted")
+    at = page_test("history").run()
+    assert not at.exception
+    assert "could not be marked interrupted" in texts(at.warning)
+    assert "older than" in texts(at.get("toast"))  # the purge ran and said so
+    assert list(store.list_sessions()["name"]) == ["Dead server"]
+    assert store.get_session(dead)["status"] == "running"
+
+
+def test_dead_sessions_are_marked_when_the_purge_fails(app_env: Settings, store: Store) -> None:
+    now = datetime.now(UTC)
+    dead = store.create_session("Dead server", "7B", "live", started_at=now - timedelta(hours=1))
+    old = now - timedelta(days=app_env.retention_days + 5)
+    seed_session(store, "Too old", started_at=old, ended_at=old + timedelta(minutes=50))
+    refuse(store.engine, "delete")
+    at = page_test("history").run()
+    assert not at.exception
+    assert "could not be deleted" in texts(at.warning)
+    assert "marked interrupted" not in texts(at.warning)
+    assert store.get_session(dead)["status"] == "interrupted"
+    assert sorted(at.dataframe[0].value["Name"]) == ["Dead server", "Too old"]
