@@ -88,10 +88,11 @@ class PostgresServer:
     def stop(self) -> None:
         self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
 
-    def restart(self) -> float:
-        """Stop (closing every client connection) and start again; returns the seconds it was down."""
+    def restart(self, down_s: float = 0.0) -> float:
+        """Stop (closing every client connection), stay down `down_s`, start; returns the seconds it was down."""
         began = time.monotonic()
         self.stop()
+        time.sleep(down_s)
         self.start()
         return time.monotonic() - began
 

@@ -14,6 +14,7 @@ from fer_core.settings import Settings, get_settings
 from fer_core.store import Store
 from tests.app.conftest import chart_specs, page_test, seed_session, texts
 from tests.conftest import BACKENDS
+from tests.processes import run_together
 from tests.store_faults import refuse
 
 pytestmark = pytest.mark.app
@@ -256,3 +257,51 @@ def test_dead_sessions_are_marked_when_the_purge_fails(app_env: Settings, store:
     assert "marked interrupted" not in texts(at.warning)
     assert store.get_session(dead)["status"] == "interrupted"
     assert sorted(at.dataframe[0].value["Name"]) == ["Dead server", "Too old"]
+
+
+# Stands for one app server: a live session (stub detector, fake classifier) writing to the shared database.
+APP_SERVER = """
+import sys, time
+import numpy as np
+from fer_core.detect import FaceBox
+from fer_core.session import LiveSession
+from fer_core.settings import Settings
+from fer_core.store import Store
+from tests.doubles import FakeClassifier, StubDetector
+url, name, label, seconds = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+frame = np.zeros((480, 640, 3), np.uint8)
+# --- go ---
+store = Store(url)
+session = LiveSession(store, FakeClassifier(label), name=name, class_label="Scale-out",
+                      settings=Settings(database_url=url))
+session.pipeline.detector = StubDetector([FaceBox(40, 40, 120, 120), FaceBox(300, 60, 120, 120)])
+end = time.time() + seconds
+while time.time() < end:
+    session.process_frame(frame, time.time())
+    time.sleep(0.1)
+session.stop()
+print(session.session_id, session.last_error, flush=True)
+"""
+
+
+@pytest.mark.parametrize("app_backend", ["postgresql"])
+def test_lists_sessions_that_two_servers_wrote_at_once(app_env: Settings) -> None:
+    """Two processes open the new database at once (racing to create its tables) and stream together."""
+    outputs = run_together(APP_SERVER, [[app_env.db_url, "Server A", "happy", "4"],
+                                        [app_env.db_url, "Server B", "sad", "4"]])
+    assert [out.split()[1] for out in outputs] == ["None", "None"]  # no store error in either
+
+    at = page_test("history").run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert sorted(table["Name"]) == ["Server A", "Server B"]
+    assert set(table["Dominant mood"]) == {"happy", "sad"} and list(table["Faces seen"]) == [2, 2]
+
+    store = Store(app_env.db_url)
+    sessions = store.list_sessions()
+    assert set(sessions["status"]) == {"completed"}
+    first, second = sessions.iloc[0], sessions.iloc[1]
+    assert first["started_at"] < second["ended_at"] and second["started_at"] < first["ended_at"]  # overlapping
+    for session_id in sessions["id"]:
+        assert len(store.session_buckets(int(session_id))) >= 4
+    store.dispose()
