@@ -676,6 +676,11 @@ class BackgroundWriter:
     def alive(self) -> bool:
         return self._thread.is_alive()
 
+    @property
+    def backlog(self) -> int:
+        """Batches submitted and not yet written: queued, or kept for a retry."""
+        return self._queue.qsize() + len(self._pending)
+
     def _run(self) -> None:
         next_flush = time.monotonic() + self.flush_interval_s
         while True:

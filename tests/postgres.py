@@ -54,7 +54,8 @@ def _free_port() -> int:
 class PostgresServer:
     """One cluster in a temporary folder; `new_database()` hands out fresh empty databases."""
 
-    def __init__(self) -> None:
+    def __init__(self, durable: bool = False) -> None:
+        """`durable`: PostgreSQL's default settings (for measuring); else fsync off (for tests)."""
         bin_dir = find_bin_dir()
         assert bin_dir is not None, missing_reason()
         self.bin_dir = bin_dir
@@ -69,6 +70,7 @@ class PostgresServer:
             os.chown(self.root, account.pw_uid, account.pw_gid)
         self.root.chmod(0o755)
         self._counter = itertools.count(1)
+        self.durable = durable
 
     def _run(self, *args: str) -> None:
         subprocess.run([*self._as_user, *args], check=True, capture_output=True, timeout=120)
@@ -80,8 +82,9 @@ class PostgresServer:
         return self
 
     def start(self) -> None:
-        options = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c max_connections=400 "
-                   "-c fsync=off -c synchronous_commit=off -c full_page_writes=off")
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c max_connections=400"
+        if not self.durable:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60",
                   "-o", options, "start")
 
