@@ -12,8 +12,11 @@ that they agree). Every `Store` brings its database up to date when it opens, so
 - A database already at the newest revision is only read, never locked (read-only files work).
 - A database stamped with a revision this code does not know was upgraded by a newer ClassMood:
   it is refused with SchemaError and nothing is written to it.
-- A database made before Alembic (tables but no version table) is recognised as revision 0001
-  or 0002 by its status constraint, stamped, and upgraded like any other.
+- A database made before Alembic (tables but no version table, from `metadata.create_all`) is
+  recognised as revision 0001, 0002 or 0003 by its tables and constraints, stamped, and upgraded
+  like any other. Later revisions never need this: every database is versioned from then on.
+- `metadata` holds the tables of fer_core/store.py and of the modules that add theirs to it
+  (fer_core/class_store.py); env.py and the tests import them all.
 
 To change the schema (alembic.ini at the repository root configures the `alembic` command):
 1. edit the tables in fer_core/store.py (`metadata`);
@@ -50,8 +53,10 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 # Not Alembic's default name: a PostgreSQL database shared with another Alembic project keeps both apart.
 VERSION_TABLE = "classmood_schema_version"
 CONTEXT_OPTIONS = {"version_table": VERSION_TABLE, "render_as_batch": True, "compare_type": True}
-# The tables of the schema before Alembic (revisions 0001 and 0002 differ only in a constraint).
+# The tables of the schema before Alembic (revisions 0001 and 0002 differ only in a constraint), and
+# those create_all added for online classes before revision 0003 existed.
 PRE_ALEMBIC_TABLES = ("sessions", "buckets", "track_samples", "events")
+PRE_ALEMBIC_CLASS_TABLES = ("classes", "class_members", "class_partials")
 # pg_advisory_xact_lock key: any constant that no other application on the database uses.
 ADVISORY_LOCK_KEY = 0x436C_4D6F_6F64  # "ClMood"
 # How long a second SQLite process waits for another one's upgrade before giving up.
@@ -120,6 +125,12 @@ def _pre_alembic_revision(conn: Connection) -> str | None:
         raise SchemaError(f"the database has some ClassMood tables but not {', '.join(missing)}; "
                           "it was not made by ClassMood, or only in part")
     checks = {check["name"]: str(check["sqltext"]) for check in inspector.get_check_constraints("sessions")}
+    bucket_columns = {column["name"] for column in inspector.get_columns("buckets")}
+    if ("students" in bucket_columns and "'class'" in checks.get("ck_sessions_source", "")
+            and all(inspector.has_table(name) for name in PRE_ALEMBIC_CLASS_TABLES)):
+        return "0003"  # made whole by create_all of the first online-class release
+    # Older, or opened by that release (class tables added, but not the column or the constraint):
+    # revision 0003 creates only what is missing.
     return "0002" if "interrupted" in checks.get("ck_sessions_status", "") else "0001"
 
 

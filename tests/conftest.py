@@ -161,6 +161,7 @@ def database_url(request: _pytest.FixtureRequest, tmp_path: _Path) -> _Callable[
 
     def make(backend: str) -> str:
         if backend == "sqlite":
+            (tmp_path / "db").mkdir(exist_ok=True)
             return f"sqlite:///{tmp_path / 'db' / 'classmood.db'}"
         if backend == "postgresql":
             return request.getfixturevalue("postgres_server").new_database()

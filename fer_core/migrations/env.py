@@ -13,6 +13,7 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy.engine import Connection
 
+import fer_core.class_store  # noqa: F401  (its tables join `metadata`, for autogenerate)
 from fer_core import schema
 from fer_core.store import Store, metadata
 

@@ -13,6 +13,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import DateTime, bindparam, create_engine, text
 from sqlalchemy.exc import IntegrityError
 
+import fer_core.class_store  # noqa: F401  (its tables are part of `metadata`)
 from fer_core import schema
 from fer_core.store import SOURCES, STATUSES, Store, StoreError, main, metadata, run_maintenance
 from tests.processes import run_together
@@ -76,9 +77,7 @@ def first_schema_database(backend: str, database_url: Callable[[str], str], post
     url = database_url(backend)
     sql = (FIXTURES / f"schema_v1_{backend}.sql").read_text(encoding="utf-8")
     if backend == "sqlite":
-        path = Path(url.removeprefix("sqlite:///"))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with sqlite3.connect(path) as conn:
+        with sqlite3.connect(Path(url.removeprefix("sqlite:///"))) as conn:
             conn.executescript(sql)
         conn.close()
     else:
@@ -260,3 +259,41 @@ def test_cli_shows_and_upgrades_the_revision(database_url: Callable[[str], str],
     conn.close()
     assert main(["current", "--url", url]) == 1
     assert "newer ClassMood" in capsys.readouterr().err
+
+
+# --- databases that create_all of the first online-class release made or touched ------------------
+
+
+def test_database_made_by_create_all_of_the_class_release_is_recognised(
+    backend: str, database_url: Callable[[str], str]
+) -> None:
+    url = database_url(backend)
+    engine = create_engine(url)
+    metadata.create_all(engine)  # what Store() did before revisions (the metadata is unchanged since)
+    engine.dispose()
+    store = Store(url, upgrade=False)
+    assert store.schema_state() == schema.SchemaState("0003", schema.head_revision(), unversioned=True)
+    assert store.upgrade_schema() == ("0003", schema.head_revision())
+    with store.engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn, opts=schema.CONTEXT_OPTIONS), metadata) == []
+    store.dispose()
+
+
+def test_first_schema_database_opened_by_the_class_release_is_completed(
+    backend: str, database_url: Callable[[str], str], request: pytest.FixtureRequest
+) -> None:
+    """That release's create_all added the class tables to an old database, but not buckets.students."""
+    server = request.getfixturevalue("postgres_server") if backend == "postgresql" else None
+    url = first_schema_database(backend, database_url, server)
+    engine = create_engine(url)
+    class_tables = [metadata.tables[name] for name in schema.PRE_ALEMBIC_CLASS_TABLES]
+    metadata.create_all(engine, tables=class_tables)
+    engine.dispose()
+    store = Store(url)
+    try:
+        with store.engine.connect() as conn:
+            assert compare_metadata(MigrationContext.configure(conn, opts=schema.CONTEXT_OPTIONS), metadata) == []
+        assert len(store.session_buckets(1)) == 5 and store.session_buckets(1)["students"].isna().all()
+        store.close_session(store.create_session("an online class", source="class"))
+    finally:
+        store.dispose()
