@@ -32,7 +32,7 @@ from fer_core.classify import EmotionClassifier, load_classifier
 from fer_core.model_io import ModelError
 from fer_core.session import LiveSession
 from fer_core.settings import Settings, get_settings
-from fer_core.store import Store, StoreError, get_store
+from fer_core.store import Store, StoreError, store_for
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +203,7 @@ def analyze_video_result(
         raise ValueError("max_fps must be > 0")
     info = probe_video(path)  # before anything is created: a bad file leaves no trace
     settings = settings or get_settings()
-    store = store or get_store(settings.db_url)
+    store = store or store_for(settings)
     if classifier is None:
         classifier = load_classifier(model_path or settings.active_model_dir(), backend or settings.classifier_backend,
                                      settings.classifier_flip_average)
@@ -282,7 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 bar.refresh()
 
         try:
-            store = Store(args.db) if args.db else get_store(settings.db_url)
+            store = Store(args.db) if args.db else store_for(settings)
             result = analyze_video_result(
                 args.video, store, settings=settings, session_name=args.session_name, class_label=args.class_label,
                 backend=args.backend, model_path=args.model, max_fps=args.max_fps, progress_callback=progress,

@@ -45,6 +45,8 @@ from fer_core.classroom import ClassSecond, class_buckets
 from fer_core.emotions import EMOTIONS
 from fer_core.join_code import new_code
 from fer_core.store import (
+    DEFAULT_MAX_OVERFLOW,
+    DEFAULT_POOL_SIZE,
     SessionNotFound,
     Store,
     StoreError,
@@ -106,8 +108,6 @@ class_partials_table = Table(
     *[Column(c, Float, nullable=False) for c in SUM_COLUMNS],
     *[Column(c, Integer, nullable=False) for c in COUNT_COLUMNS],
 )
-
-_CLASS_TABLES = (classes_table, class_members_table, class_partials_table)
 
 
 class ClassError(StoreError):
@@ -175,9 +175,7 @@ class ClassStore:
     """Online classes on a `Store`'s engine."""
 
     def __init__(self, store: Store) -> None:
-        self.store = store
-        with store.guard("create the class tables"):
-            metadata.create_all(store.engine, tables=list(_CLASS_TABLES))
+        self.store = store  # its schema is up to date: the class tables come with revision 0003
 
     def _guard(self, action: str) -> Any:
         return self.store.guard(action)
@@ -433,10 +431,12 @@ _class_stores: dict[str, ClassStore] = {}
 _class_stores_lock = threading.Lock()
 
 
-def get_class_store(url: str) -> ClassStore:
+def get_class_store(
+    url: str, pool_size: int = DEFAULT_POOL_SIZE, max_overflow: int = DEFAULT_MAX_OVERFLOW
+) -> ClassStore:
     """One ClassStore per database URL per process (on the process's one Store for that URL)."""
     with _class_stores_lock:
         found = _class_stores.get(url)
         if found is None:
-            found = _class_stores[url] = ClassStore(get_store(url))
+            found = _class_stores[url] = ClassStore(get_store(url, pool_size, max_overflow))
         return found

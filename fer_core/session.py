@@ -23,7 +23,7 @@ from fer_core.classify import EmotionClassifier, load_classifier
 from fer_core.detect import DetectorParams, HaarFaceDetector
 from fer_core.pipeline import FaceObservation, FramePipeline, PipelineStats
 from fer_core.settings import Settings, get_settings
-from fer_core.store import BackgroundWriter, Source, Store, StoreError, get_store
+from fer_core.store import BackgroundWriter, Source, Store, StoreError, store_for
 from fer_core.track import FaceTracker
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ class LiveSession:
         classifier = classifier or load_classifier(
             settings.active_model_dir(), settings.classifier_backend, settings.classifier_flip_average)
         return cls(
-            store or get_store(settings.db_url),
+            store or store_for(settings),
             classifier,
             name=name,
             class_label=class_label,

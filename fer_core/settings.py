@@ -35,8 +35,10 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         default=None,
         validation_alias=AliasChoices("CLASSMOOD_DATABASE_URL", "DATABASE_URL", "database_url"),
-        description="Any SQLAlchemy URL; default: a SQLite file under data_dir.",
+        description="A SQLite or PostgreSQL SQLAlchemy URL; default: a SQLite file under data_dir.",
     )
+    db_pool_size: int = Field(default=5, ge=1, le=100, description="PostgreSQL connections each process keeps.")
+    db_max_overflow: int = Field(default=10, ge=0, le=100, description="Extra PostgreSQL connections in bursts.")
     models_dir: Path = Field(default=PROJECT_ROOT / "models", description="Shipped models.")
     model_path: Path | None = Field(
         default=None, description="Explicit model directory; overrides the promoted and shipped model."

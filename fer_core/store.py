@@ -1,4 +1,4 @@
-"""Session storage (SQLAlchemy 2, any URL; SQLite file under data_dir by default).
+"""Session storage (SQLAlchemy 2): a SQLite file under data_dir by default, or PostgreSQL.
 
 Only numbers are stored: per-second buckets, per-track-per-second samples, and
 needs-attention events. Never a frame or a face image. User-given names and labels
@@ -6,14 +6,23 @@ are stored as given through parameterised statements; the UI escapes them on dis
 
 `BackgroundWriter` moves writes off the video thread: `submit()` never blocks and a
 daemon thread flushes at least every `flush_interval_s`, so a crash loses about
-two seconds (the open bucket plus one interval).
+two seconds (the open bucket plus one interval). While the database is unreachable (a
+PostgreSQL restart, a lost network) the writer keeps the unwritten seconds and retries every
+interval, for up to `max_retry_batches` batches (about ten minutes of a live session); every
+write is idempotent, so a batch whose commit was lost with the connection is safely written again.
+
+The schema comes from Alembic revisions (fer_core/schema.py, which says how to change it);
+`Store()` brings its database up to date when it opens. Operators:
+`python -m fer_core.store current` and `python -m fer_core.store upgrade`.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import logging
 import queue
+import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -48,12 +57,15 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
+from fer_core import schema
 from fer_core.aggregate import PROB_COLUMNS, SHARE_COLUMNS, AttentionEvent, Bucket, Drained, TrackSample
 from fer_core.emotions import EMOTIONS, NEGATIVE_EMOTIONS
+from fer_core.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +76,12 @@ STATUSES: tuple[str, ...] = ("running", "completed", "partial", "failed", "inter
 # A live session with no new second stored for this long lost its process (crash, kill, power).
 STALE_LIVE_SESSION_S = 300.0
 NAME_MAX = 200
+BACKENDS = ("sqlite", "postgresql")
+# Per process (app server): connections kept open, and how many more a burst may open.
+DEFAULT_POOL_SIZE = 5
+DEFAULT_MAX_OVERFLOW = 10
+# Seconds to wait for a PostgreSQL server that does not answer (libpq waits forever by default).
+CONNECT_TIMEOUT_S = 10
 
 
 class StoreError(RuntimeError):
@@ -91,6 +109,8 @@ class UTCDateTime(TypeDecorator[datetime]):
         return None if value is None else value.replace(tzinfo=UTC)
 
 
+# The model of the schema. Databases get it through the Alembic revisions in fer_core/migrations,
+# never through create_all; to change it, see fer_core/schema.py (a test keeps both in step).
 metadata = MetaData()
 
 sessions_table = Table(
@@ -184,7 +204,9 @@ def _explain(exc: BaseException, url_text: str, action: str) -> str:
     lowered = detail.lower()
     if "readonly" in lowered or "read-only" in lowered or "read only" in lowered:
         return f"cannot {action}: the database {url_text} is read-only ({detail})"
-    if "unable to open" in lowered or "could not connect" in lowered or "connection refused" in lowered:
+    unreachable = ("unable to open", "could not connect", "connection refused", "could not translate host name",
+                   "resolve host", "timeout expired", "server closed the connection", "connection is lost")
+    if any(words in lowered for words in unreachable):
         return f"cannot {action}: the database {url_text} cannot be opened or reached ({detail})"
     if "locked" in lowered or "busy" in lowered:
         return f"cannot {action}: the database {url_text} is busy ({detail})"
@@ -195,23 +217,44 @@ def _utc(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, tz=UTC)
 
 
+def _normalise_url(url: URL) -> URL:
+    """`postgresql://` and `postgres://` without a driver mean psycopg 3, the driver ClassMood installs."""
+    if url.drivername in ("postgresql", "postgres"):
+        return url.set(drivername="postgresql+psycopg")
+    return url
+
+
 class Store:
-    """Thread-safe: the engine pools connections and every method runs its own transaction."""
+    """Thread-safe: the engine pools connections and every method runs its own transaction.
 
-    def __init__(self, url: str | URL | None = None) -> None:
+    Opening a Store brings the database's schema up to date (`upgrade=False`: leave it as it is,
+    for `python -m fer_core.store current`). `pool_size` and `max_overflow` size the connection
+    pool of a PostgreSQL store: this process holds at most their sum of connections.
+    """
+
+    def __init__(
+        self,
+        url: str | URL | None = None,
+        *,
+        upgrade: bool = True,
+        pool_size: int = DEFAULT_POOL_SIZE,
+        max_overflow: int = DEFAULT_MAX_OVERFLOW,
+    ) -> None:
         if url is None:
-            from fer_core.settings import get_settings
-
             url = get_settings().db_url
         try:
-            self.url = make_url(url)
+            self.url = _normalise_url(make_url(url))
         except ArgumentError as exc:
             raise StoreError(f"not a database URL: {exc}") from exc
         path = _sqlite_file(self.url)
         # For messages: never the password; a SQLite file by its path, readably.
         self.url_text = f"SQLite file {path}" if path else self.url.render_as_string(hide_password=True)
-        kwargs: dict[str, Any] = {}
-        if self.url.get_backend_name() == "sqlite":
+        backend = self.url.get_backend_name()
+        if backend not in BACKENDS:
+            raise StoreError(f"{self.url_text}: ClassMood stores sessions in SQLite or PostgreSQL, not {backend}")
+        # Pre-ping: a connection the server dropped (restart, idle timeout) is replaced, not handed out.
+        kwargs: dict[str, Any] = {"pool_pre_ping": True}
+        if backend == "sqlite":
             if path is None:
                 # One shared connection, or each pooled connection would see its own empty database.
                 kwargs.update(poolclass=StaticPool, connect_args={"check_same_thread": False})
@@ -220,14 +263,28 @@ class Store:
                     path.expanduser().parent.mkdir(parents=True, exist_ok=True)
                 except OSError as exc:
                     raise StoreError(f"cannot create the database folder {path.parent}: {exc}") from exc
+        else:
+            kwargs.update(pool_size=pool_size, max_overflow=max_overflow)
+            if "connect_timeout" not in self.url.query:
+                kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
         try:
-            self.engine: Engine = create_engine(self.url, pool_pre_ping=True, **kwargs)
+            self.engine: Engine = create_engine(self.url, **kwargs)
         except (NoSuchModuleError, ImportError) as exc:
             raise StoreError(f"no database driver for {self.url_text}: {exc}") from exc
-        if self.url.get_backend_name() == "sqlite":
+        if backend == "sqlite":
             event.listen(self.engine, "connect", _on_sqlite_connect)
-        with self.guard("create the tables"):
-            metadata.create_all(self.engine)
+        if upgrade:
+            self.upgrade_schema()
+
+    def schema_state(self) -> schema.SchemaState:
+        """The database's schema revision and the newest this code knows; only reads."""
+        with self.guard("read the schema revision"):
+            return schema.state(self.engine)
+
+    def upgrade_schema(self) -> tuple[str | None, str]:
+        """Bring the schema to the newest revision (safe with other processes doing the same)."""
+        with self.guard("bring the database schema up to date"):
+            return schema.upgrade(self.engine)
 
     def __repr__(self) -> str:
         return f"Store({self.url_text!r})"
@@ -239,6 +296,8 @@ class Store:
             yield
         except StoreError:
             raise
+        except schema.SchemaError as exc:
+            raise StoreError(f"cannot {action} in {self.url_text}: {exc}") from exc
         except SQLAlchemyError as exc:
             raise StoreError(_explain(exc, self.url_text, action)) from exc
         except OSError as exc:
@@ -331,25 +390,27 @@ class Store:
             }
             for s in samples
         ]
+        event_rows = [
+            {"session_id": session_id, "t_start": ev.t_start, "t_end": ev.t_end, "kind": ev.kind, "reason": ev.reason}
+            for ev in events
+        ]
         if conn.execute(select(sessions_table.c.id).where(sessions_table.c.id == session_id)).first() is None:
             raise SessionNotFound(f"session {session_id} does not exist (deleted while running?)")
+        # Idempotent: a retry after a commit whose answer was lost (connection dropped) rewrites
+        # the same seconds instead of failing on their keys for ever.
         if bucket_rows:
-            conn.execute(insert(buckets_table), bucket_rows)
+            conn.execute(_upsert(conn, buckets_table).on_conflict_do_nothing(), bucket_rows)
         if sample_rows:
-            conn.execute(insert(track_samples_table), sample_rows)
-        for ev in events:
-            e = events_table.c
-            key = (e.session_id == session_id, e.kind == ev.kind, e.t_start == ev.t_start)
-            existing = conn.execute(select(e.id).where(*key)).first()
-            if existing is None:
-                conn.execute(
-                    insert(events_table).values(
-                        session_id=session_id, t_start=ev.t_start, t_end=ev.t_end, kind=ev.kind, reason=ev.reason
-                    )
-                )
-            else:
-                conn.execute(update(events_table).where(e.id == existing[0]).values(t_end=ev.t_end,
-                                                                                   reason=ev.reason))
+            conn.execute(_upsert(conn, track_samples_table).on_conflict_do_nothing(), sample_rows)
+        if event_rows:
+            statement = _upsert(conn, events_table)
+            conn.execute(
+                statement.on_conflict_do_update(
+                    index_elements=["session_id", "kind", "t_start"],  # uq_events_start
+                    set_={"t_end": statement.excluded.t_end, "reason": statement.excluded.reason},
+                ),
+                event_rows,
+            )
 
     def delete_session(self, session_id: int) -> bool:
         """Delete a session and all its data for good; False if it did not exist."""
@@ -392,12 +453,11 @@ class Store:
         cutoff = datetime.now(UTC) - timedelta(days=days)
         c = sessions_table.c
         ended = func.coalesce(c.ended_at, c.started_at)
+        expired = select(c.id).where(ended < cutoff)  # a subquery: no limit on how many sessions go
         with self.guard("purge old sessions"), self.engine.begin() as conn:
-            ids = [row[0] for row in conn.execute(select(c.id).where(ended < cutoff))]
             for table in _CHILD_TABLES:
-                conn.execute(delete(table).where(table.c.session_id.in_(ids)))
-            conn.execute(delete(sessions_table).where(c.id.in_(ids)))
-        return len(ids)
+                conn.execute(delete(table).where(table.c.session_id.in_(expired)))
+            return conn.execute(delete(sessions_table).where(ended < cutoff)).rowcount
 
     # --- reads (DataFrames for the pages) -----------------------------------------------------
     def _frame(self, statement: Any, action: str) -> pd.DataFrame:
@@ -480,21 +540,67 @@ class Store:
         return frame
 
 
+def _upsert(conn: Connection, table: Table) -> postgresql.Insert | sqlite.Insert:
+    """INSERT with ON CONFLICT, in the dialect of the connection (both backends have it)."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table)
+
+
 def _finite(value: float) -> float | None:
     return None if value != value else float(value)  # NaN (no faces) -> NULL
 
 
-_stores: dict[str, Store] = {}
+_stores: dict[tuple[str, int, int], Store] = {}
 _stores_lock = threading.Lock()
 
 
-def get_store(url: str) -> Store:
-    """One Store (engine and pool) per URL per process."""
+def get_store(url: str, pool_size: int = DEFAULT_POOL_SIZE, max_overflow: int = DEFAULT_MAX_OVERFLOW) -> Store:
+    """One Store (engine and pool) per URL per process; the first use upgrades the schema."""
+    key = (url, pool_size, max_overflow)
     with _stores_lock:
-        store = _stores.get(url)
+        store = _stores.get(key)
         if store is None:
-            store = _stores[url] = Store(url)
+            store = _stores[key] = Store(url, pool_size=pool_size, max_overflow=max_overflow)
         return store
+
+
+def store_for(settings: Settings) -> Store:
+    """The process's Store for the configured database and pool size."""
+    return get_store(settings.db_url, settings.db_pool_size, settings.db_max_overflow)
+
+
+# --- maintenance (the History page runs it every few minutes) ------------------------------------
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    count: int = 0  # sessions it changed
+    error: str | None = None  # why it failed; None when it ran
+
+
+@dataclass(frozen=True)
+class Maintenance:
+    interrupted: StepOutcome  # dead live sessions marked 'interrupted'
+    purged: StepOutcome  # sessions deleted by the retention limit
+
+
+def run_maintenance(store: Store, retention_days: float, idle_s: float = STALE_LIVE_SESSION_S) -> Maintenance:
+    """Mark dead live sessions interrupted, then purge expired sessions.
+
+    Each step runs in its own transaction and reports on its own: the retention purge that the
+    privacy notice promises never depends on the other step succeeding.
+    """
+    try:
+        interrupted = StepOutcome(store.close_stale_sessions(idle_s))
+    except StoreError as exc:
+        log.warning("marking stale sessions failed: %s", exc)
+        interrupted = StepOutcome(error=str(exc))
+    try:
+        purged = StepOutcome(store.purge_older_than(retention_days))
+    except StoreError as exc:
+        log.warning("retention purge failed: %s", exc)
+        purged = StepOutcome(error=str(exc))
+    return Maintenance(interrupted, purged)
 
 
 # --- background writer --------------------------------------------------------------------------
@@ -570,6 +676,11 @@ class BackgroundWriter:
     def alive(self) -> bool:
         return self._thread.is_alive()
 
+    @property
+    def backlog(self) -> int:
+        """Batches submitted and not yet written: queued, or kept for a retry."""
+        return self._queue.qsize() + len(self._pending)
+
     def _run(self) -> None:
         next_flush = time.monotonic() + self.flush_interval_s
         while True:
@@ -638,3 +749,36 @@ class BackgroundWriter:
             keep = keep[-self._max_retry_batches :]
         self._pending = keep
 
+
+# --- operators' CLI -------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m fer_core.store",
+        description="The session database's schema: show its revision (current) or bring it up to date "
+        "(upgrade). The app and the CLIs also upgrade on start; this is for doing it first, by hand.",
+    )
+    parser.add_argument("command", choices=("current", "upgrade"))
+    parser.add_argument("--url", help="database URL (default: DATABASE_URL / CLASSMOOD_DATABASE_URL, "
+                                      "else the SQLite file under CLASSMOOD_DATA_DIR)")
+    args = parser.parse_args(argv)
+    try:
+        store = Store(args.url or get_settings().db_url, upgrade=False)
+        try:
+            if args.command == "current":
+                print(f"{store.url_text}: {store.schema_state().describe()}")
+            else:
+                before, after = store.upgrade_schema()
+                done = "already up to date" if before == after else f"upgraded from {before or 'empty'} to"
+                print(f"{store.url_text}: {done} schema revision {after}")
+        finally:
+            store.dispose()
+    except StoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -26,7 +26,7 @@ STALE_S = 300.0
 
 
 def class_store(settings: Settings) -> ClassStore:
-    return get_class_store(settings.db_url)
+    return get_class_store(settings.db_url, settings.db_pool_size, settings.db_max_overflow)
 
 
 def stream_settings(settings: Settings) -> StreamSettings:

@@ -14,7 +14,7 @@ import pandas as pd
 import streamlit as st
 
 from fer_core.aggregate import overall_distribution
-from fer_core.store import Store, StoreError, get_store
+from fer_core.store import Store, StoreError, run_maintenance, store_for
 from pages import charts
 from pages.class_support import upkeep
 from pages.formatting import as_timestamp, format_duration, format_time, to_local, viewer_timezone
@@ -47,19 +47,20 @@ def purge_if_due(store: Store, url: str) -> None:
     if time.time() - clock.get(url, 0.0) < PURGE_EVERY_S:
         return
     clock[url] = time.time()  # set first: a failing (read-only) database is not retried on every rerun
-    try:  # online classes: end idle ones, save ended ones (on its own: the purge below never waits on it)
+    try:  # online classes: end idle ones, save ended ones (on its own: the steps below never wait on it)
         upkeep(settings)
     except StoreError as exc:
         st.warning(f"Online classes could not be looked after: {md(exc)}", icon=":material/groups:")
-    try:
-        store.close_stale_sessions()  # live sessions whose process died show as interrupted
-        removed = store.purge_older_than(settings.retention_days)
-    except StoreError as exc:  # e.g. a read-only database: the page stays usable for reading
-        st.warning(f"Sessions older than {settings.retention_days} days could not be deleted: {md(exc)}",
-                   icon=":material/auto_delete:")
-        return
-    if removed:
-        st.toast(f"Deleted {removed} session(s) older than {settings.retention_days} days (retention).")
+    # Two steps that each run and report on their own: the purge never waits on the other step.
+    done = run_maintenance(store, settings.retention_days)
+    if done.interrupted.error:
+        st.warning(f"Live sessions whose server stopped could not be marked interrupted: {md(done.interrupted.error)}",
+                   icon=":material/sync_problem:")
+    if done.purged.error:  # e.g. a read-only database: the page stays usable for reading
+        st.warning(f"Sessions older than {settings.retention_days} days could not be deleted: "
+                   f"{md(done.purged.error)}", icon=":material/auto_delete:")
+    elif done.purged.count:
+        st.toast(f"Deleted {done.purged.count} session(s) older than {settings.retention_days} days (retention).")
 
 
 def db_error(exc: StoreError) -> None:
@@ -263,7 +264,7 @@ if message := st.session_state.pop(FLASH_KEY, None):
     st.success(message)
 
 try:
-    store = get_store(settings.db_url)
+    store = store_for(settings)
     purge_if_due(store, settings.db_url)
     sessions = store.list_sessions()
 except StoreError as exc:

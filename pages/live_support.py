@@ -103,10 +103,10 @@ def analyse_upload(upload: Any, name: str, class_label: str, settings: Settings,
     """Analyse an uploaded video into a session, straight from memory (never written to disk)."""
     from fer_core.analyze import InMemoryVideo, VideoError, analyze_video
     from fer_core.model_io import ModelError
-    from fer_core.store import StoreError, get_store
+    from fer_core.store import StoreError, store_for
 
     try:
-        store = get_store(settings.db_url)
+        store = store_for(settings)
         session_id = analyze_video(
             InMemoryVideo(str(upload.name), upload.getbuffer()),
             store,

@@ -125,3 +125,52 @@ def real_classifier(real_model_dir: _Path):
     from fer_core.classify import load_classifier
 
     return load_classifier(real_model_dir, "auto")
+
+
+# --- databases: SQLite files and a throw-away PostgreSQL cluster (tests/postgres.py) -----------
+
+BACKENDS = ("sqlite", "postgresql")
+
+
+@_pytest.fixture(scope="session")
+def postgres_server():
+    """One PostgreSQL cluster for the whole test session; in CI a missing server fails, locally it skips."""
+    import os
+
+    from tests.postgres import PostgresServer, missing_reason
+
+    reason = missing_reason()
+    if reason:
+        if os.environ.get("CI"):
+            _pytest.fail(reason)
+        _pytest.skip(reason)
+    server = PostgresServer()
+    try:
+        server.init()
+    except Exception as exc:
+        server.destroy()
+        log = server.log.read_text(errors="replace")[-2000:] if server.log.exists() else ""
+        _pytest.fail(f"the test PostgreSQL cluster did not start: {exc}\n{log}")
+    yield server
+    server.destroy()
+
+
+@_pytest.fixture
+def database_url(request: _pytest.FixtureRequest, tmp_path: _Path) -> _Callable[[str], str]:
+    """Factory: database_url(backend) -> the URL of a new empty database on that backend."""
+
+    def make(backend: str) -> str:
+        if backend == "sqlite":
+            (tmp_path / "db").mkdir(exist_ok=True)
+            return f"sqlite:///{tmp_path / 'db' / 'classmood.db'}"
+        if backend == "postgresql":
+            return request.getfixturevalue("postgres_server").new_database()
+        raise ValueError(f"unknown backend {backend!r}")
+
+    return make
+
+
+@_pytest.fixture(params=BACKENDS)
+def backend(request: _pytest.FixtureRequest) -> str:
+    """Parametrises a test over every supported database backend."""
+    return request.param

@@ -1,7 +1,8 @@
 """Fixtures for the AppTest page tests: an isolated data dir and database, fake and real runs.
 
-Every test gets its own CLASSMOOD_DATA_DIR and SQLite file, so nothing touches data/ (where
-real training runs live) and pages never see the developer's passwords.
+Every test gets its own CLASSMOOD_DATA_DIR and database (a SQLite file; PostgreSQL where a module
+overrides `app_backend`), so nothing touches data/ (where real training runs live) and pages never
+see the developer's passwords.
 """
 
 from __future__ import annotations
@@ -44,15 +45,27 @@ def chart_specs(at: AppTest) -> list[str]:
 
 
 @pytest.fixture
-def app_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
-    """Fresh settings over a temporary data dir and SQLite database; no passwords."""
+def app_backend() -> str:
+    """The database the page tests run on; a test module that covers both overrides it with params."""
+    return "sqlite"
+
+
+@pytest.fixture
+def app_env(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, app_backend: str, request: pytest.FixtureRequest
+) -> Iterator[Settings]:
+    """Fresh settings over a temporary data dir and database (SQLite file, or a new PostgreSQL database)."""
     for var in list(os.environ):
         if var.startswith("CLASSMOOD_") or var == "DATABASE_URL":
             monkeypatch.delenv(var)
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     monkeypatch.setenv("CLASSMOOD_DATA_DIR", str(data_dir))
-    monkeypatch.setenv("CLASSMOOD_DATABASE_URL", f"sqlite:///{data_dir / 'classmood.db'}")
+    if app_backend == "postgresql":
+        database_url = request.getfixturevalue("postgres_server").new_database()
+    else:
+        database_url = f"sqlite:///{data_dir / 'classmood.db'}"
+    monkeypatch.setenv("CLASSMOOD_DATABASE_URL", database_url)
     monkeypatch.setenv("CLASSMOOD_MODELS_DIR", str(tmp_path / "models"))  # no shipped model in tests
     get_settings.cache_clear()
     settings = get_settings()

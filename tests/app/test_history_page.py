@@ -1,4 +1,4 @@
-"""AppTests of the History page over a seeded temporary SQLite database."""
+"""AppTests of the History page over a seeded temporary database: SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -13,15 +13,26 @@ from streamlit.testing.v1 import AppTest
 from fer_core.settings import Settings, get_settings
 from fer_core.store import Store
 from tests.app.conftest import chart_specs, page_test, seed_session, texts
+from tests.conftest import BACKENDS
+from tests.processes import run_together
+from tests.store_faults import refuse
 
 pytestmark = pytest.mark.app
+SQLITE_ONLY = pytest.mark.parametrize("app_backend", ["sqlite"])
+
+
+@pytest.fixture(params=BACKENDS)
+def app_backend(request: pytest.FixtureRequest) -> str:
+    return request.param
 
 PAYLOAD = '<script>alert("x")</script><img src=x onerror=alert(1)> [click](javascript:alert(2)) **bold**'
 
 
 @pytest.fixture
 def store(app_env: Settings) -> Store:
-    return Store(app_env.db_url)
+    store = Store(app_env.db_url)
+    yield store
+    store.dispose()
 
 
 def markdown_elements(at: AppTest) -> list:
@@ -161,6 +172,7 @@ def test_analyst_password_gates_the_page(app_env: Settings, monkeypatch: pytest.
     assert list(at.dataframe[0].value["Name"]) == ["Secret session"]
 
 
+@SQLITE_ONLY
 def test_unreachable_database_gives_a_clear_error(app_env: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     # A driver that is not installed, with a password that must never be shown.
     monkeypatch.setenv("CLASSMOOD_DATABASE_URL", "postgresql+psycopg://classmood:hunter2@db.invalid:5432/classmood")
@@ -169,10 +181,11 @@ def test_unreachable_database_gives_a_clear_error(app_env: Settings, monkeypatch
     assert not at.exception
     assert at.title[0].value == "History"
     message = texts(at.error)
-    assert "Session database problem" in message
+    assert "Session database problem" in message and "cannot be opened or reached" in message
     assert "hunter2" not in message
 
 
+@SQLITE_ONLY
 def test_unopenable_sqlite_file_gives_a_clear_error(app_env: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     folder = app_env.data_dir / "i-am-a-folder.db"
     folder.mkdir()
@@ -183,6 +196,7 @@ def test_unopenable_sqlite_file_gives_a_clear_error(app_env: Settings, monkeypat
     assert "cannot be opened" in texts(at.error)
 
 
+@SQLITE_ONLY
 def test_read_only_database_still_lists_and_refuses_deletes(
     app_env: Settings, store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -214,3 +228,80 @@ def test_retention_purge_runs_on_open_at_most_every_few_minutes(app_env: Setting
     seed_session(store, "Also old", started_at=old, ended_at=old + timedelta(minutes=50))
     at = page_test("history").run()
     assert sorted(store.list_sessions()["name"]) == ["Also old", "Recent"]
+
+
+def test_purge_runs_when_marking_dead_sessions_fails(app_env: Settings, store: Store) -> None:
+    """The retention purge that the privacy notice promises does not wait on the other maintenance step."""
+    now = datetime.now(UTC)
+    dead = store.create_session("Dead server", "7B", "live", started_at=now - timedelta(hours=1))
+    old = now - timedelta(days=app_env.retention_days + 5)
+    seed_session(store, "Too old", started_at=old, ended_at=old + timedelta(minutes=50))
+    refuse(store.engine, "interrupted")
+    at = page_test("history").run()
+    assert not at.exception
+    assert "could not be marked interrupted" in texts(at.warning)
+    assert "older than" in texts(at.get("toast"))  # the purge ran and said so
+    assert list(store.list_sessions()["name"]) == ["Dead server"]
+    assert store.get_session(dead)["status"] == "running"
+
+
+def test_dead_sessions_are_marked_when_the_purge_fails(app_env: Settings, store: Store) -> None:
+    now = datetime.now(UTC)
+    dead = store.create_session("Dead server", "7B", "live", started_at=now - timedelta(hours=1))
+    old = now - timedelta(days=app_env.retention_days + 5)
+    seed_session(store, "Too old", started_at=old, ended_at=old + timedelta(minutes=50))
+    refuse(store.engine, "delete")
+    at = page_test("history").run()
+    assert not at.exception
+    assert "could not be deleted" in texts(at.warning)
+    assert "marked interrupted" not in texts(at.warning)
+    assert store.get_session(dead)["status"] == "interrupted"
+    assert sorted(at.dataframe[0].value["Name"]) == ["Dead server", "Too old"]
+
+
+# Stands for one app server: a live session (stub detector, fake classifier) writing to the shared database.
+APP_SERVER = """
+import sys, time
+import numpy as np
+from fer_core.detect import FaceBox
+from fer_core.session import LiveSession
+from fer_core.settings import Settings
+from fer_core.store import Store
+from tests.doubles import FakeClassifier, StubDetector
+url, name, label, seconds = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+frame = np.zeros((480, 640, 3), np.uint8)
+# --- go ---
+store = Store(url)
+session = LiveSession(store, FakeClassifier(label), name=name, class_label="Scale-out",
+                      settings=Settings(database_url=url))
+session.pipeline.detector = StubDetector([FaceBox(40, 40, 120, 120), FaceBox(300, 60, 120, 120)])
+end = time.time() + seconds
+while time.time() < end:
+    session.process_frame(frame, time.time())
+    time.sleep(0.1)
+session.stop()
+print(session.session_id, session.last_error, flush=True)
+"""
+
+
+@pytest.mark.parametrize("app_backend", ["postgresql"])
+def test_lists_sessions_that_two_servers_wrote_at_once(app_env: Settings) -> None:
+    """Two processes open the new database at once (racing to create its tables) and stream together."""
+    outputs = run_together(APP_SERVER, [[app_env.db_url, "Server A", "happy", "4"],
+                                        [app_env.db_url, "Server B", "sad", "4"]])
+    assert [out.split()[1] for out in outputs] == ["None", "None"]  # no store error in either
+
+    at = page_test("history").run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert sorted(table["Name"]) == ["Server A", "Server B"]
+    assert set(table["Dominant mood"]) == {"happy", "sad"} and list(table["Faces seen"]) == [2, 2]
+
+    store = Store(app_env.db_url)
+    sessions = store.list_sessions()
+    assert set(sessions["status"]) == {"completed"}
+    first, second = sessions.iloc[0], sessions.iloc[1]
+    assert first["started_at"] < second["ended_at"] and second["started_at"] < first["ended_at"]  # overlapping
+    for session_id in sessions["id"]:
+        assert len(store.session_buckets(int(session_id))) >= 4
+    store.dispose()

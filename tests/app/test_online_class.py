@@ -18,9 +18,16 @@ from fer_core.emotions import EMOTION_INDEX, NUM_EMOTIONS
 from fer_core.join_code import display
 from fer_core.settings import Settings
 from tests.app.conftest import APP_TIMEOUT, ROOT, page_test, texts
+from tests.conftest import BACKENDS
 from tests.doubles import FakeClassifier
 
 pytestmark = pytest.mark.app
+
+
+@pytest.fixture(params=BACKENDS)
+def app_backend(request: pytest.FixtureRequest) -> str:
+    """Every test on SQLite and on PostgreSQL, where the servers of a class meet."""
+    return request.param
 
 HTML_NAME = "<script>alert(1)</script> **Maths**"
 
@@ -39,7 +46,7 @@ class FakeStreamer:
 
 @pytest.fixture
 def classes(app_env: Settings) -> ClassStore:
-    return get_class_store(app_env.db_url)
+    return get_class_store(app_env.db_url, app_env.db_pool_size, app_env.db_max_overflow)
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""Faults with real processes: SIGKILL mid-session leaves an intact database missing at most ~2 s."""
+"""Faults with real processes: SIGKILL mid-session leaves an intact database missing at most ~2 s;
+a PostgreSQL restart mid-session loses nothing; a session stopped while it is down is interrupted."""
 
 from __future__ import annotations
 
@@ -8,12 +9,18 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from fer_core.detect import FaceBox
+from fer_core.session import LiveSession
+from fer_core.settings import Settings
 from fer_core.store import Store
+from tests.doubles import FakeClassifier, StubDetector
 
 pytestmark = pytest.mark.slow
 
@@ -84,3 +91,88 @@ def test_sigkill_mid_session_keeps_the_database_intact(group_photos: Path, tmp_p
     assert row["status"] == "interrupted"
     assert row["ended_at"].timestamp() == buckets["t"].max() + 1
     assert store.close_stale_sessions(idle_s=0) == 0  # idempotent
+
+
+# --- PostgreSQL going away under a live session ----------------------------------------------------
+
+
+class Feeder:
+    """Feeds a live session one frame every 0.1 s from its own thread, as the video thread does."""
+
+    def __init__(self, session: LiveSession) -> None:
+        self.session = session
+        self.seconds: set[int] = set()  # wall seconds that had a frame analysed
+        self.errors: set[str] = set()  # store errors the session reported meanwhile
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        frame = np.zeros((480, 640, 3), np.uint8)
+        while not self._stop.is_set():
+            now = time.time()
+            self.session.process_frame(frame, now)
+            self.seconds.add(int(now))
+            if error := self.session.snapshot().writer_error:
+                self.errors.add(error)
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+def live_session(url: str) -> LiveSession:
+    session = LiveSession(Store(url), FakeClassifier("happy"), name="restart", settings=Settings(database_url=url))
+    session.pipeline.detector = StubDetector([FaceBox(40, 40, 120, 120)])
+    return session
+
+
+def test_postgres_restart_mid_session_loses_nothing(postgres_server) -> None:
+    """The writer keeps the seconds it could not write and writes them when the server is back."""
+    session = live_session(postgres_server.new_database())
+    feeder = Feeder(session)
+    time.sleep(3)
+    down_s = postgres_server.restart(down_s=3.0)
+    time.sleep(4)
+    feeder.stop()
+    session.stop()
+    assert session.last_error is None
+    assert any("cannot be opened or reached" in e or "connection" in e for e in feeder.errors), feeder.errors
+
+    stored = set(session.store.session_buckets(session.session_id)["t"])
+    lost = feeder.seconds - stored
+    print(f"\nPostgreSQL down {down_s:.1f} s mid-session: {len(feeder.seconds)} s analysed, {len(lost)} s lost")
+    assert lost == set() and stored == feeder.seconds
+    assert session.store.get_session(session.session_id)["status"] == "completed"
+    session.store.dispose()
+
+
+def test_session_stopped_while_postgres_is_down_is_marked_interrupted(postgres_server) -> None:
+    """Stopped during the outage: the unwritten seconds are lost, the rest is kept and the session is interrupted."""
+    session = live_session(postgres_server.new_database())
+    feeder = Feeder(session)
+    time.sleep(4)
+    postgres_server.stop()
+    went_down = time.time()
+    try:
+        time.sleep(2)
+        feeder.stop()
+        session.stop()  # cannot write its last seconds nor close the session: says so, does not raise
+        assert "cannot be opened or reached" in (session.last_error or "")
+    finally:
+        postgres_server.start()
+
+    store = session.store
+    assert store.get_session(session.session_id)["status"] == "running"
+    assert store.close_stale_sessions(idle_s=0) == 1  # as the History page does after 5 minutes
+    row = store.get_session(session.session_id)
+    stored = set(store.session_buckets(session.session_id)["t"])
+    lost = feeder.seconds - stored
+    print(f"\nsession stopped {time.time() - went_down:.1f} s into an outage: {len(stored)} s kept, "
+          f"{len(lost)} s lost ({len([s for s in lost if s < went_down])} from before the outage)")
+    assert row["status"] == "interrupted" and row["ended_at"].timestamp() == max(stored) + 1
+    assert all(kept < gone for kept in stored for gone in lost)  # what is kept is everything before a point
+    # Lost: the seconds of the outage, plus the open second and at most one flush interval before it.
+    assert max(stored) >= int(went_down) - 3
+    store.dispose()

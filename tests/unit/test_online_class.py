@@ -6,7 +6,6 @@ from __future__ import annotations
 import threading
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -154,8 +153,11 @@ def test_a_model_error_reaches_every_caller_of_the_batch_and_the_worker_goes_on(
 
 
 @pytest.fixture
-def classes(tmp_path: Path) -> ClassStore:
-    return ClassStore(Store(f"sqlite:///{tmp_path / 'c.db'}"))
+def classes(backend: str, database_url) -> ClassStore:
+    """On each backend: the class tables are where several server processes meet (PostgreSQL)."""
+    store = Store(database_url(backend))
+    yield ClassStore(store)
+    store.dispose()
 
 
 def open_class(classes: ClassStore, **kw) -> object:

@@ -18,8 +18,9 @@ T0 = 1_700_000_000.0
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path, database_url=f"sqlite:///{tmp_path / 'db.sqlite'}", detect_every=1,
+def settings(tmp_path: Path, backend: str, database_url) -> Settings:
+    """On each backend: SQLite and PostgreSQL."""
+    return Settings(data_dir=tmp_path, database_url=database_url(backend), detect_every=1,
                     flush_interval_s=0.2, attention_seconds=2, attention_negative_share=0.5)
 
 

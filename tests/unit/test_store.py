@@ -1,9 +1,8 @@
-"""Store and BackgroundWriter on temporary SQLite files."""
+"""Store and BackgroundWriter on SQLite files and a real PostgreSQL (tests parametrised by `backend`)."""
 
 from __future__ import annotations
 
 import os
-import sqlite3
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -11,10 +10,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sqlalchemy import text
 
 from fer_core.aggregate import AttentionEvent, Bucket, Drained, TrackSample
 from fer_core.emotions import EMOTIONS
-from fer_core.store import BackgroundWriter, SessionNotFound, Store, StoreError
+from fer_core.store import (
+    BackgroundWriter,
+    Maintenance,
+    SessionNotFound,
+    StepOutcome,
+    Store,
+    StoreError,
+    run_maintenance,
+)
+from tests.store_faults import refuse
 
 HAPPY = tuple(1.0 if e == "happy" else 0.0 for e in EMOTIONS)
 SAD = tuple(1.0 if e == "sad" else 0.0 for e in EMOTIONS)
@@ -35,8 +44,16 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def store(db_path: Path) -> Store:
+def sqlite_store(db_path: Path) -> Store:
     store = Store(f"sqlite:///{db_path}")
+    yield store
+    store.dispose()
+
+
+@pytest.fixture
+def store(backend: str, database_url) -> Store:
+    """A Store on a new database of each backend."""
+    store = Store(database_url(backend))
     yield store
     store.dispose()
 
@@ -50,8 +67,11 @@ def wait_until(predicate, timeout: float = 10.0) -> bool:
     return predicate()
 
 
-def test_round_trip(store: Store, db_path: Path) -> None:
-    assert db_path.is_file()  # parent folders were created
+def test_sqlite_file_and_its_folders_are_created(sqlite_store: Store, db_path: Path) -> None:
+    assert db_path.is_file()
+
+
+def test_round_trip(store: Store) -> None:
     sid = store.create_session("Period 3", "Biology 10B", "live")
     store.add_batch(
         sid,
@@ -107,7 +127,7 @@ def test_names_are_stored_exactly_as_given(store: Store) -> None:
     assert (row["id"], row["name"], row["class_label"], row["source"]) == (sid, name, 'label "quoted"', "recording")
 
 
-def test_delete_session_removes_everything(store: Store, db_path: Path) -> None:
+def test_delete_session_removes_everything(store: Store) -> None:
     keep = store.create_session("keep")
     gone = store.create_session("gone")
     for sid in (keep, gone):
@@ -119,19 +139,33 @@ def test_delete_session_removes_everything(store: Store, db_path: Path) -> None:
     assert len(store.session_buckets(keep)) == 1 and len(store.session_events(keep)) == 1
 
 
-def test_database_cascades_deletes_itself(store: Store, db_path: Path) -> None:
-    """ON DELETE CASCADE with foreign keys switched on: a bare DELETE of a session leaves no orphans."""
+def test_database_cascades_deletes_itself(store: Store) -> None:
+    """ON DELETE CASCADE (on SQLite with foreign keys switched on): a bare DELETE of a session leaves no orphans."""
     sid = store.create_session("s")
     store.add_batch(sid, [bucket(1)], [sample(1, 1)], [AttentionEvent(1.0, None, "x")])
     with store.engine.begin() as conn:
-        conn.exec_driver_sql("DELETE FROM sessions WHERE id = ?", (sid,))
-    with sqlite3.connect(db_path) as raw:
-        tables = ("buckets", "track_samples", "events")
-        counts = [raw.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in tables]
+        conn.execute(text("DELETE FROM sessions WHERE id = :id"), {"id": sid})
+    with store.engine.connect() as conn:
+        counts = [conn.execute(text(f"SELECT COUNT(*) FROM {t}")).scalar() for t in ("buckets", "track_samples",
+                                                                                     "events")]
     assert counts == [0, 0, 0]
 
 
-def test_sqlite_runs_in_wal_mode(store: Store) -> None:
+def test_writes_are_idempotent_so_a_retry_after_a_lost_commit_succeeds(store: Store) -> None:
+    """A commit whose answer was lost with the connection is written again by the writer's retry."""
+    sid = store.create_session("s")
+    batch = ([bucket(1), bucket(2)], [sample(1, 1), sample(2, 1)], [AttentionEvent(1.0, None, "started")])
+    store.add_batch(sid, *batch)
+    store.add_batch(sid, *batch)  # the same seconds again: no duplicate-key error, no duplicate rows
+    store.add_batch(sid, [bucket(3)], [sample(3, 1)], [AttentionEvent(1.0, 3.0, "ended")])
+    assert store.session_buckets(sid)["t"].tolist() == [1, 2, 3]
+    assert store.session_tracks(sid)["seconds"].tolist() == [3]
+    events = store.session_events(sid)
+    assert (len(events), events["t_end"].iloc[0], events["reason"].iloc[0]) == (1, 3.0, "ended")
+
+
+def test_sqlite_runs_in_wal_mode(sqlite_store: Store) -> None:
+    store = sqlite_store
     with store.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
@@ -159,8 +193,8 @@ def test_missing_session_is_reported(store: Store) -> None:
         store.close_session(12345)
 
 
-def test_read_only_database_gives_store_error(store: Store, db_path: Path) -> None:
-    store.create_session("existing")
+def test_read_only_database_gives_store_error(sqlite_store: Store, db_path: Path) -> None:
+    sqlite_store.create_session("existing")
     read_only = Store(f"sqlite:///file:{db_path}?mode=ro&uri=true")
     assert read_only.list_sessions()["name"].tolist() == ["existing"]  # reading still works
     with pytest.raises(StoreError, match="read-only"):
@@ -171,9 +205,9 @@ def test_read_only_database_gives_store_error(store: Store, db_path: Path) -> No
 
 
 @pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root ignores file permissions")
-def test_read_only_file_permissions_give_store_error(store: Store, db_path: Path) -> None:
-    store.create_session("existing")
-    store.dispose()
+def test_read_only_file_permissions_give_store_error(sqlite_store: Store, db_path: Path) -> None:
+    sqlite_store.create_session("existing")
+    sqlite_store.dispose()
     for path in db_path.parent.iterdir():
         path.chmod(0o444)
     db_path.parent.chmod(0o555)
@@ -191,9 +225,11 @@ def test_unreachable_database_gives_store_error(tmp_path: Path) -> None:
         Store(f"sqlite:///{blocker / 'sub' / 'x.db'}")
     with pytest.raises(StoreError, match="cannot be opened"):
         Store(f"sqlite:///file:{tmp_path / 'missing.db'}?mode=ro&uri=true")
-    with pytest.raises(StoreError) as info:
-        Store("postgresql://user:s3cret@127.0.0.1:1/classmood")  # no driver installed, or nothing listening
+    with pytest.raises(StoreError, match="cannot be opened or reached") as info:
+        Store("postgresql://user:s3cret@127.0.0.1:1/classmood")  # nothing listening there
     assert "s3cret" not in str(info.value)
+    with pytest.raises(StoreError, match="SQLite or PostgreSQL, not mysql"):
+        Store("mysql://user:s3cret@127.0.0.1:1/classmood")
     with pytest.raises(StoreError, match="not a database URL"):
         Store("::not a url::")
 
@@ -317,8 +353,7 @@ def test_batches_for_a_deleted_session_are_dropped() -> None:
     assert writer.dropped == 1 and "does not exist" in (writer.last_error or "")
 
 
-def test_only_idle_live_sessions_are_marked_interrupted(tmp_path) -> None:
-    store = Store(f"sqlite:///{tmp_path / 'stale.db'}")
+def test_only_idle_live_sessions_are_marked_interrupted(store: Store) -> None:
     live_idle = store.create_session("idle", "", "live")
     live_busy = store.create_session("busy", "", "live")
     recording = store.create_session("rec", "", "recording")
@@ -329,3 +364,46 @@ def test_only_idle_live_sessions_are_marked_interrupted(tmp_path) -> None:
     assert store.get_session(live_idle)["status"] == "interrupted"
     assert store.get_session(live_busy)["status"] == "running"
     assert store.get_session(recording)["status"] == "running"
+
+
+# --- maintenance: each step on its own ------------------------------------------------------------
+
+
+def stale_and_expired(store: Store) -> tuple[int, int]:
+    """A live session whose process died an hour ago, and a session that ended 40 days ago."""
+    now = datetime.now(UTC)
+    dead = store.create_session("dead process", started_at=now - timedelta(hours=1))
+    store.add_batch(dead, [bucket(int(now.timestamp()) - 3600)])
+    expired = store.create_session("expired", started_at=now - timedelta(days=40))
+    store.add_batch(expired, [bucket(1)], [sample(1, 1)])
+    store.close_session(expired, ended_at=now - timedelta(days=40))
+    return dead, expired
+
+
+def test_maintenance_marks_and_purges(store: Store) -> None:
+    dead, _ = stale_and_expired(store)
+    done = run_maintenance(store, retention_days=30)
+    assert done == Maintenance(interrupted=StepOutcome(1), purged=StepOutcome(1))
+    assert store.list_sessions()["id"].tolist() == [dead]
+    assert store.get_session(dead)["status"] == "interrupted"
+
+
+def test_purge_runs_when_marking_interrupted_fails(store: Store) -> None:
+    dead, _ = stale_and_expired(store)
+    refuse(store.engine, "interrupted")
+    done = run_maintenance(store, retention_days=30)
+    assert done.interrupted.count == 0 and "refused by a test trigger" in (done.interrupted.error or "")
+    assert done.purged == StepOutcome(1)  # the retention purge did not depend on the other step
+    assert store.list_sessions()["id"].tolist() == [dead]
+    assert store.get_session(dead)["status"] == "running"
+
+
+def test_marking_interrupted_runs_when_the_purge_fails(store: Store) -> None:
+    dead, expired = stale_and_expired(store)
+    refuse(store.engine, "delete")
+    done = run_maintenance(store, retention_days=30)
+    assert done.interrupted == StepOutcome(1)
+    assert done.purged.count == 0 and "refused by a test trigger" in (done.purged.error or "")
+    assert sorted(store.list_sessions()["id"]) == sorted([dead, expired])
+    assert len(store.session_buckets(expired)) == 1  # the failed purge rolled back whole
+    assert store.get_session(dead)["status"] == "interrupted"
