@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 INSTANCE = f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(3)}"
 MAX_PENDING_SECONDS = 3_600  # an hour of this process's sums waiting for a database that is down
 STATUS_EVERY_S = 2.0
+IDLE_EXIT_S = 60.0  # a hub with no student for this long stops; the next join starts a new one
 
 
 @dataclass(frozen=True)
@@ -165,6 +166,7 @@ class ClassHub:
     # --- flusher thread ----------------------------------------------------------------------------
     def _run(self) -> None:
         next_status = 0.0
+        idle_since = time.monotonic()
         while True:
             stopping = self._stop.wait(self.flush_interval_s)
             now = time.time()
@@ -177,7 +179,10 @@ class ClassHub:
             except Exception as exc:  # the database may be down: keep the sums, try again next time
                 self.last_error = str(exc)
                 log.warning("class %s: %s", self.class_id, exc)
-            if stopping or (self.ended and not self._streams and not self._pending):
+            if self._streams or self._pending:
+                idle_since = time.monotonic()
+            if stopping or (not self._streams and not self._pending
+                            and (self.ended or time.monotonic() - idle_since > IDLE_EXIT_S)):
                 return
 
     def _check_status(self) -> None:
@@ -222,3 +227,12 @@ def hub_for(class_store: ClassStore, info: ClassInfo, classifier: EmotionClassif
             hub = _hubs[key] = ClassHub(class_store, info, classifier, stream_settings,
                                         flush_interval_s=flush_interval_s, member_timeout_s=member_timeout_s)
         return hub
+
+
+def close_all_hubs() -> None:
+    """Flush and stop every hub of this process (shutdown, tests)."""
+    with _hubs_lock:
+        hubs = list(_hubs.values())
+        _hubs.clear()
+    for hub in hubs:
+        hub.close()

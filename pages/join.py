@@ -7,8 +7,8 @@ are analysed here and only added into class-level sums; nothing of them is shown
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import av
 import streamlit as st

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -12,6 +12,7 @@ import streamlit_webrtc
 from streamlit.testing.v1 import AppTest
 
 import pages.class_support as class_support
+from fer_core.class_hub import close_all_hubs
 from fer_core.class_store import ClassStore, get_class_store
 from fer_core.classroom import ClassSecond
 from fer_core.emotions import EMOTION_INDEX, NUM_EMOTIONS
@@ -45,8 +46,9 @@ class FakeStreamer:
 
 
 @pytest.fixture
-def classes(app_env: Settings) -> ClassStore:
-    return get_class_store(app_env.db_url, app_env.db_pool_size, app_env.db_max_overflow)
+def classes(app_env: Settings) -> Iterator[ClassStore]:
+    yield get_class_store(app_env.db_url, app_env.db_pool_size, app_env.db_max_overflow)
+    close_all_hubs()  # the pages' hubs poll their database: stop them before it goes away
 
 
 @pytest.fixture
