@@ -1,6 +1,8 @@
 """Training page (trainer): launch, watch, stop, resume, evaluate and promote fine-tuning runs.
 
-All run handling lives in `training.runs`; this page only collects options and shows files.
+The form builds a `training.config.TrainConfig` (its bounds are the form's); `training.launch` runs it,
+`training.promotion` promotes, `fer_core.registry` says which model is active. This page only collects
+input and shows files.
 """
 
 from __future__ import annotations
@@ -14,14 +16,18 @@ import streamlit as st
 
 from fer_core.access import training_locked_reason
 from fer_core.emotions import EMOTIONS
+from fer_core.registry import ModelRegistry
 from pages import charts
 from pages.formatting import escape_markdown as md
 from pages.formatting import format_epoch, format_eta, viewer_timezone
 from pages.ui import RESPONSIBLE_USE_SHORT, app_settings, role_unlocked
-from training import runs
+from training import launch, promotion, runs
+from training.config import ConfigError, TrainConfig, bounds, option_help, resolve_inputs
 from training.data import DatasetError
+from training.dataset_zip import DatasetZipError, extract_dataset_zip
 
 settings = app_settings()
+registry = ModelRegistry.from_settings(settings)
 TZ = viewer_timezone(st.context.timezone)
 
 st.title("Training")
@@ -40,8 +46,11 @@ DATASETS_DIR = settings.data_dir / "datasets"
 SELECTED_KEY = "training_selected_run"
 PENDING_KEY = "training_select_next"  # a run to select on the next rerun (set after launch/resume)
 FLASH_KEY = "training_flash"
-RESUMABLE = ("stopped", "interrupted")
 FOLDER, UPLOAD = "Folder on the server", "Upload a zip"
+# The form's words for the options it sets (messages name them so).
+LABELS = {"run_name": "Run name", "data": "Data set folder", "epochs": "Epochs", "batch_size": "Batch size",
+          "lr": "Learning rate", "image_size": "Image size (px)", "augment": "Augmentation",
+          "init_from": "Active model", "weights": "Start from"}
 STATUS_ICONS = {
     "queued": ":material/schedule:",
     "running": ":material/sync:",
@@ -63,9 +72,20 @@ def show_flash() -> None:
         {"success": st.success, "error": st.error, "warning": st.warning}.get(kind, st.info)(message)
 
 
-def active_model_available() -> bool:
-    path = settings.active_model_dir()
-    return path.is_dir() and any(path.iterdir())
+def label_of(field: str) -> str:
+    return LABELS.get(field, field.replace("_", " ").capitalize())
+
+
+def number_input(column: Any, field: str, value: float, **options: Any) -> Any:
+    """A number input whose limits are the TrainConfig field's (exclusive bounds are left to the config)."""
+    low, high = bounds(field)
+    inclusive = {type(rule).__name__ for rule in TrainConfig.model_fields[field].metadata}
+    kind = type(value)  # Streamlit wants the value and its limits of one type
+    return column.number_input(
+        label_of(field), value=value, help=option_help(field),
+        min_value=kind(low) if low is not None and "Ge" in inclusive else None,
+        max_value=kind(high) if high is not None and "Le" in inclusive else None, **options,
+    )
 
 
 def save_upload(upload: Any) -> Path:
@@ -80,7 +100,7 @@ def save_upload(upload: Any) -> Path:
 def extract_upload(upload: Any, name: str) -> Path:
     zip_path = save_upload(upload)
     try:
-        return runs.extract_dataset_zip(
+        return extract_dataset_zip(
             zip_path,
             DATASETS_DIR / name,
             max_members=settings.max_zip_members,
@@ -100,7 +120,7 @@ def launch_form(busy: runs.RunInfo | None) -> None:
             "stop it or wait for it to finish before launching another.",
             icon=":material/hourglass_top:",
         )
-    has_active = active_model_available()
+    active = registry.active()
     # Outside the form: choosing the source swaps the input below at once.
     source = st.radio(
         "Data set", [FOLDER, UPLOAD], horizontal=True, key="launch_source",
@@ -119,16 +139,14 @@ def launch_form(busy: runs.RunInfo | None) -> None:
                 "bombs are refused.",
             )
         col1, col2, col3, col4 = st.columns(4)
-        epochs = col1.number_input("Epochs", min_value=1, max_value=500, value=10, step=1)
-        batch_size = col2.number_input("Batch size", min_value=1, max_value=1024, value=64, step=1)
+        epochs = number_input(col1, "epochs", 10, step=1)
+        batch_size = number_input(col2, "batch_size", 64, step=1)
         # Fine-tuning wants a gentler rate than training from scratch (train.py's default 1e-3).
-        lr = col3.number_input("Learning rate", min_value=1e-7, max_value=1.0, value=1e-4 if has_active else 1e-3,
-                               format="%.6f", step=1e-5)
-        image_size = col4.number_input("Image size (px)", min_value=75, max_value=299, value=75, step=1,
-                                       help="InceptionV3's input side; 75 is the smallest it accepts.")
-        starts = ["Active model (fine-tune)", "From scratch"] if has_active else ["From scratch"]
+        lr = number_input(col3, "lr", 1e-4 if active.available else 1e-3, format="%.6f", step=1e-5)
+        image_size = number_input(col4, "image_size", 75, step=1)
+        starts = ["Active model (fine-tune)", "From scratch"] if active.available else ["From scratch"]
         start = st.radio("Start from", starts, horizontal=True, key="launch_start",
-                         help=f"Active model: {settings.active_model_dir()}" if has_active
+                         help=f"Active model: {active.path}" if active.available
                          else "No active model is available yet, so runs start from scratch.")
         augment = st.checkbox("Augmentation (random flips, shifts, zoom, contrast)", value=True)
         submitted = st.form_submit_button("Launch run", type="primary", icon=":material/rocket_launch:")
@@ -155,24 +173,21 @@ def launch_form(busy: runs.RunInfo | None) -> None:
             if not data.exists():
                 st.error(f"Data set folder not found: {md(data)}")
                 return
-        options: dict[str, Any] = {
-            "run_name": name,
-            "data": str(data),
-            "epochs": int(epochs),
-            "batch_size": int(batch_size),
-            "lr": float(lr),
-            "image_size": int(image_size),
-            "augment": "standard" if augment else "none",
-        }
+        options: dict[str, Any] = {"data": data, "epochs": epochs, "batch_size": batch_size, "lr": lr,
+                                   "image_size": image_size, "augment": "standard" if augment else "none"}
         if start.startswith("Active"):
-            options["init_from"] = str(settings.active_model_dir())
+            options["init_from"] = active.path
         else:
             options["weights"] = "none"
-        info = runs.launch_run(RUNS_DIR, options)
-    except runs.RunBusyError as exc:
+        config = resolve_inputs(TrainConfig.from_options(options))
+        info = launch.launch_run(RUNS_DIR, config, name)
+    except ConfigError as exc:
+        st.error(f"Not launched: {md(exc.describe(label_of))}")
+        return
+    except launch.RunBusyError as exc:
         st.error(f"Not launched: {md(exc)}")
         return
-    except (ValueError, DatasetError, OSError) as exc:  # DatasetZipError is a ValueError
+    except (ValueError, DatasetError, DatasetZipError, OSError) as exc:
         st.error(f"Not launched: {md(exc)}")
         return
     flash("success", f"Run {md(info.name)} launched.")
@@ -186,7 +201,7 @@ def launch_form(busy: runs.RunInfo | None) -> None:
 def runs_table(all_runs: list[runs.RunInfo]) -> pd.DataFrame:
     rows = []
     for run in all_runs:
-        epochs = run.config.get("epochs")
+        epochs = run.config.epochs if run.config else None
         val = run.state.get("val_accuracy")
         rows.append(
             {
@@ -195,7 +210,7 @@ def runs_table(all_runs: list[runs.RunInfo]) -> pd.DataFrame:
                 "Epoch": f"{run.state.get('epoch', 0)}/{epochs}" if epochs else "–",
                 "Val accuracy": None if val is None else float(val),
                 "Started": format_epoch(run.state.get("started_at") or run.state.get("created_at"), TZ),
-                "Data set": Path(str(run.config.get("data", ""))).name or "–",
+                "Data set": Path(str(run.config.data)).name if run.config else "–",
                 "Message": str(run.state.get("message") or ""),
             }
         )
@@ -237,7 +252,7 @@ def run_status_panel(run_dir: Path, was_active: bool) -> None:
     with st.expander("Last log lines", expanded=run.status in ("failed", "interrupted")):
         st.code("\n".join(runs.tail_log(run.path, 30)) or "(no log yet)", language=None)
     if run.is_active and st.button("Stop run", icon=":material/stop:", key=f"stop_{run.name}"):
-        if runs.stop_run(run):
+        if launch.stop_run(run):
             st.info("Stop requested: the run ends after the current batch; its last full epoch stays resumable.")
         else:
             st.warning("Nothing to stop: the run is not active any more.")
@@ -288,11 +303,11 @@ def promote_panel(run: runs.RunInfo) -> None:
     if st.button("Promote", type="primary", disabled=not confirmed, key=f"promote_{run.name}",
                  icon=":material/upgrade:"):
         try:
-            dest = runs.promote_run(run, settings)
+            entry = promotion.promote_run(run, registry)
         except (ValueError, OSError) as exc:
             st.error(f"Not promoted: {md(exc)}")
             return
-        flash("success", f"Run {md(run.name)} is now the active model ({md(dest)}).")
+        flash("success", f"Run {md(run.name)} is now the active model ({md(entry.path)}).")
         st.rerun()
 
 
@@ -310,10 +325,11 @@ def selected_run_section(all_runs: list[runs.RunInfo]) -> None:
     panel = st.fragment(run_status_panel, run_every=2 if run.is_active else None)
     panel(run.path, run.is_active)
 
-    if run.status in RESUMABLE and st.button("Resume run", icon=":material/play_arrow:", key=f"resume_{run.name}"):
+    if run.status in runs.RESUMABLE and st.button("Resume run", icon=":material/play_arrow:",
+                                                  key=f"resume_{run.name}"):
         try:
-            info = runs.resume_run(run)
-        except (runs.RunBusyError, ValueError, OSError) as exc:
+            info = launch.resume_run(run)
+        except (launch.RunBusyError, ValueError, OSError) as exc:
             st.error(f"Not resumed: {md(exc)}")
         else:
             flash("success", f"Run {md(info.name)} resumed from its last complete epoch.")
@@ -327,8 +343,8 @@ def selected_run_section(all_runs: list[runs.RunInfo]) -> None:
 # --- page --------------------------------------------------------------------------------------------
 
 show_flash()
-active_dir = settings.active_model_dir()
-st.caption(f"Active model: {md(active_dir)}" + ("" if active_model_available() else " (not available yet)"))
+active_model = registry.active()
+st.caption(f"Active model: {md(active_model.path)}" + ("" if active_model.available else " (not available yet)"))
 all_runs = runs.list_runs(RUNS_DIR)
 busy = next((r for r in all_runs if r.is_active), None)
 

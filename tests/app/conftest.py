@@ -23,6 +23,7 @@ from streamlit.testing.v1 import AppTest
 import training.runs as runs
 from fer_core.emotions import EMOTIONS
 from fer_core.settings import Settings, get_settings
+from training import launch
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = ROOT / "pages"
@@ -74,7 +75,7 @@ def app_env(
     # A failed slow test must not leave its detached training process running.
     for run in runs.list_runs(settings.runs_dir):
         if run.is_active:
-            runs.stop_run(run)
+            launch.stop_run(run)
 
 
 @pytest.fixture
@@ -121,7 +122,7 @@ def make_fake_run(
 ) -> Path:
     """A run directory in the layout training.runs documents, without training anything."""
     from fer_core.model_io import KERAS_FILE, TFLITE_FILE
-    from training.evaluate import score
+    from training.metrics import score
 
     run_dir = runs_dir / name
     run_dir.mkdir(parents=True)

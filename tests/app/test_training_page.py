@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from fer_core.registry import ModelRegistry
 from fer_core.settings import Settings
 from tests.app.conftest import chart_specs, make_fake_run, page_test, texts, zip_folder
 from tests.conftest import write_folder_dataset
-from training import runs
+from training import launch, runs
 
 pytestmark = pytest.mark.app
 
@@ -166,7 +167,7 @@ def test_finished_run_shows_evaluation_and_promotes_after_confirmation(
     assert not at.exception
     assert "now the active model" in texts(at.success)
     promoted = app_env.data_dir / "models" / "good-run"
-    assert app_env.active_model_pointer.read_text().strip() == str(promoted.resolve())
+    assert ModelRegistry.from_settings(app_env).active().path == promoted.resolve()
     assert (promoted / "model.keras").is_file()
     # The form now offers fine-tuning from the promoted model.
     assert "Active model (fine-tune)" in next(r for r in at.radio if r.label == "Start from").options
@@ -216,7 +217,7 @@ def test_launch_tiny_run_from_zip_then_promote(
     at.checkbox(key="promote_confirm_tiny").check().run()
     at = next(b for b in at.button if b.label == "Promote").click().run()
     assert "now the active model" in texts(at.success)
-    assert app_env.active_model_dir() == (app_env.data_dir / "models" / "tiny").resolve()
+    assert ModelRegistry.from_settings(app_env).active().path == (app_env.data_dir / "models" / "tiny").resolve()
 
 
 def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
@@ -253,6 +254,6 @@ def test_stop_and_resume_a_running_run(app_env: Settings, server_address: Callab
     assert "resumed" in texts(at.success)
     assert runs.read_run(run_dir).is_active
     # Stop it again at once: the test only needs to see that Resume started it.
-    wait_for(lambda: runs.stop_run(runs.read_run(run_dir)) or not runs.read_run(run_dir).is_active, 120,
+    wait_for(lambda: launch.stop_run(runs.read_run(run_dir)) or not runs.read_run(run_dir).is_active, 120,
              "the resumed run to accept a stop")
     wait_for(lambda: not runs.read_run(run_dir).is_active, 600, "the resumed run to stop")

@@ -97,3 +97,11 @@ def test_progress_frame_and_training_curves() -> None:
     assert train_x == [0.5, 1.0]
     s = spec(charts.training_curves_chart(records))
     assert [panel["title"] for panel in s["hconcat"]] == ["Loss", "Accuracy"]
+
+
+def test_progress_lines_come_often_enough_for_a_short_epoch_to_have_a_curve() -> None:
+    from training.runs import progress_interval
+
+    assert progress_interval(437, 20) == 20  # FER2013 at batch 64: every 20 batches, 22 lines an epoch
+    assert progress_interval(11, 20) == 1  # a tiny data set: every batch, not only at the epoch's end
+    assert progress_interval(60, 20) == 6
