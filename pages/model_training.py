@@ -1,8 +1,8 @@
-"""Training page (trainer): launch, watch, stop, resume, evaluate and promote fine-tuning runs.
+"""Training page (trainer): launch, watch, stop, resume, evaluate and promote fine-tuning runs; restore models.
 
 The form builds a `training.config.TrainConfig` (its bounds are the form's); `training.launch` runs it,
-`training.promotion` promotes, `fer_core.registry` says which model is active. This page only collects
-input and shows files.
+`training.promotion` compares and promotes, `fer_core.registry` says which model is active. This page
+only collects input and shows files.
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ import streamlit as st
 
 from fer_core.access import training_locked_reason
 from fer_core.emotions import EMOTIONS
-from fer_core.registry import ModelRegistry
+from fer_core.registry import ModelEntry, ModelRegistry
 from pages import charts
 from pages.formatting import escape_markdown as md
 from pages.formatting import format_epoch, format_eta, viewer_timezone
+from pages.training_view import progress_of, resume_words, runs_rows, status_text
 from pages.ui import RESPONSIBLE_USE_SHORT, app_settings, role_unlocked
 from training import launch, promotion, runs
 from training.config import ConfigError, TrainConfig, bounds, option_help, resolve_inputs
@@ -46,6 +47,7 @@ DATASETS_DIR = settings.data_dir / "datasets"
 SELECTED_KEY = "training_selected_run"
 PENDING_KEY = "training_select_next"  # a run to select on the next rerun (set after launch/resume)
 FLASH_KEY = "training_flash"
+LOG_LINES = 40
 FOLDER, UPLOAD = "Folder on the server", "Upload a zip"
 # The form's words for the options it sets (messages name them so).
 LABELS = {"run_name": "Run name", "data": "Data set folder", "epochs": "Epochs", "batch_size": "Batch size",
@@ -105,6 +107,7 @@ def extract_upload(upload: Any, name: str) -> Path:
             DATASETS_DIR / name,
             max_members=settings.max_zip_members,
             max_uncompressed_bytes=settings.max_zip_uncompressed_mb * 1024 * 1024,
+            source_name=upload.name,
         )
     finally:
         zip_path.unlink(missing_ok=True)
@@ -198,36 +201,13 @@ def launch_form(busy: runs.RunInfo | None) -> None:
 # --- runs list and the selected run --------------------------------------------------------------
 
 
-def runs_table(all_runs: list[runs.RunInfo]) -> pd.DataFrame:
-    rows = []
-    for run in all_runs:
-        epochs = run.config.epochs if run.config else None
-        val = run.state.get("val_accuracy")
-        rows.append(
-            {
-                "Run": run.name,
-                "Status": run.status,
-                "Epoch": f"{run.state.get('epoch', 0)}/{epochs}" if epochs else "–",
-                "Val accuracy": None if val is None else float(val),
-                "Started": format_epoch(run.state.get("started_at") or run.state.get("created_at"), TZ),
-                "Data set": Path(str(run.config.data)).name if run.config else "–",
-                "Message": str(run.state.get("message") or ""),
-            }
-        )
-    return pd.DataFrame(rows)
-
-
-def progress_of(records: list[dict[str, Any]]) -> tuple[float, float | None, str]:
-    """Fraction done, ETA in seconds and a caption, from the newest progress line."""
-    if not records:
-        return 0.0, None, "Waiting for the first batch (loading data, building the model)…"
-    last = records[-1]
-    epochs = max(1, int(last.get("epochs") or 1))
-    steps = max(1, int(last.get("steps") or 1))
-    done = (int(last.get("epoch") or 1) - 1 + int(last.get("step") or 0) / steps) / epochs
-    return min(max(done, 0.0), 1.0), last.get("eta_s"), (
-        f"Epoch {last.get('epoch')}/{epochs}, step {last.get('step')}/{steps}"
-    )
+def runs_table() -> None:
+    """All runs, refreshed every 2 s while one is active (so its status and epoch are current)."""
+    all_runs = runs.list_runs(RUNS_DIR)
+    completed = {run.name: launch.resume_point(run) for run in all_runs if run.status in runs.RESUMABLE}
+    started = {run.name: format_epoch(run.state.get("started_at") or run.state.get("created_at"), TZ)
+               for run in all_runs}
+    st.dataframe(pd.DataFrame(runs_rows(all_runs, completed, started)), hide_index=True, width="stretch")
 
 
 def run_status_panel(run_dir: Path, was_active: bool) -> None:
@@ -238,19 +218,24 @@ def run_status_panel(run_dir: Path, was_active: bool) -> None:
         return
     if was_active and not run.is_active:
         st.rerun()  # the run just ended: redraw the whole page (evaluation, Resume, Promote)
+    completed = launch.resume_point(run) if run.status in runs.RESUMABLE else 0
     icon = STATUS_ICONS.get(run.status, "")
-    st.markdown(f"**Status:** {icon} `{run.status}`")
-    if message := run.state.get("message"):
-        st.text(str(message))
+    st.markdown(f"**Status:** {icon} `{run.status}` · {md(status_text(run, completed))}")
     records = runs.read_progress(run.path)
-    fraction, eta, caption = progress_of(records)
+    progress = progress_of(run, records)
     if run.is_active:
-        st.progress(fraction, text=f"{caption} · ETA {format_eta(eta)}")
+        eta = f" · ETA {format_eta(progress.eta_s)}" if progress.training else ""
+        st.progress(progress.fraction, text=f"{progress.text}{eta}")
     elif records:
-        st.progress(fraction, text=caption)
+        st.progress(progress.fraction, text=progress.text)
     st.altair_chart(charts.training_curves_chart(records), width="stretch")
-    with st.expander("Last log lines", expanded=run.status in ("failed", "interrupted")):
-        st.code("\n".join(runs.tail_log(run.path, 30)) or "(no log yet)", language=None)
+    with st.expander("Log", expanded=run.status in ("failed", "interrupted")):
+        lines = runs.readable_log(runs.tail_log(run.path, 400))[-LOG_LINES:]
+        st.code("\n".join(lines) or "(no log yet)", language=None, wrap_lines=True)
+        log_file = run.path / runs.LOG_FILE
+        if log_file.is_file():
+            st.download_button("Download the full log", log_file.read_bytes(), file_name=f"{run.name}-train.log",
+                               mime="text/plain", icon=":material/download:", key=f"log_{run.name}")
     if run.is_active and st.button("Stop run", icon=":material/stop:", key=f"stop_{run.name}"):
         if launch.stop_run(run):
             st.info("Stop requested: the run ends after the current batch; its last full epoch stays resumable.")
@@ -296,10 +281,60 @@ def evaluation_panel(run: runs.RunInfo) -> None:
         )
 
 
+def comparison_table(comparison: promotion.Comparison) -> pd.DataFrame:
+    candidate, active = comparison.candidate, comparison.active
+    assert candidate is not None
+
+    def cells(name: str, value: Any, fmt: str) -> list[str]:
+        other = None if active is None else getattr(active, name)
+        shown = [format(value, fmt) if value is not None else "–", format(other, fmt) if other is not None else "–"]
+        if value is None or other is None:
+            return [*shown, "–"]
+        scale, unit = (100, " points") if fmt.endswith("%") else (1, "")
+        return [*shown, f"{scale * (value - other):+.{1 if scale == 100 else 3}f}{unit}"]
+
+    rows = {"Accuracy": cells("accuracy", candidate.accuracy, ".1%"),
+            "Macro-F1": cells("macro_f1", candidate.macro_f1, ".3f"),
+            "Calibration error (ECE, lower is better)": cells("ece", candidate.ece, ".3f")}
+    return pd.DataFrame.from_dict(rows, orient="index",
+                                  columns=["This run", f"Active: {comparison.active_model.name}", "Difference"])
+
+
 def promote_panel(run: runs.RunInfo) -> None:
     st.subheader("Promote")
-    st.write("Make this run's exported model the one the Live page uses (new sessions pick it up).")
-    confirmed = st.checkbox(f"Yes, make run {md(run.name)} the active model", key=f"promote_confirm_{run.name}")
+    if promotion.is_active(run, registry):
+        st.success("This run's model is the active model: the Live page uses it.", icon=":material/check_circle:")
+        return
+    st.write("Make this run's exported model the one the Live page uses (new sessions pick it up). "
+             "Every earlier model is kept and can be made active again below.")
+    comparison = promotion.compare_with_active(run, registry)
+    if comparison.candidate is None:
+        st.info("This run has no evaluation to compare with the active model.")
+    else:
+        data = f"{Path(str(comparison.candidate.data)).name}/{comparison.candidate.split}"
+        st.markdown(f"**This run beside the active model, on the same validation split** ({md(data)}, "
+                    f"{comparison.candidate.n_images or 0:,} images)")
+        st.table(comparison_table(comparison))
+        if comparison.active is None and comparison.active_model.available:
+            st.info(f"The active model's recorded figures are not on {md(data)}. Measure it there to compare.")
+            if st.button("Measure the active model on this split", key=f"measure_{run.name}",
+                         icon=":material/straighten:"):
+                with st.spinner(f"Evaluating {md(comparison.active_model.name)} on {md(data)}…"):
+                    try:
+                        promotion.measure_active(run, registry)
+                    except (ValueError, OSError) as exc:
+                        st.error(f"Not measured: {md(exc)}")
+                        return
+                st.rerun()
+    worse = comparison.worse
+    if worse:
+        st.warning(f"This run is worse than the active model ({md(comparison.active_model.name)}) on "
+                   f"{', '.join(worse)}. Promoting it would make the Live page's labels less reliable.",
+                   icon=":material/warning:")
+    if registry.model_path is not None:
+        st.warning("CLASSMOOD_MODEL_PATH is set, so the app uses that model whatever is promoted here.")
+    label = (f"Yes, make run {md(run.name)} the active model" + (" although it is worse" if worse else ""))
+    confirmed = st.checkbox(label, key=f"promote_confirm_{run.name}")
     if st.button("Promote", type="primary", disabled=not confirmed, key=f"promote_{run.name}",
                  icon=":material/upgrade:"):
         try:
@@ -307,7 +342,8 @@ def promote_panel(run: runs.RunInfo) -> None:
         except (ValueError, OSError) as exc:
             st.error(f"Not promoted: {md(exc)}")
             return
-        flash("success", f"Run {md(run.name)} is now the active model ({md(entry.path)}).")
+        flash("success", f"Run {md(run.name)} is now the active model ({md(entry.path)}). "
+                         f"The model before it stays under Models, one click away.")
         st.rerun()
 
 
@@ -327,17 +363,56 @@ def selected_run_section(all_runs: list[runs.RunInfo]) -> None:
 
     if run.status in runs.RESUMABLE and st.button("Resume run", icon=":material/play_arrow:",
                                                   key=f"resume_{run.name}"):
+        completed = launch.resume_point(run)
         try:
             info = launch.resume_run(run)
         except (launch.RunBusyError, ValueError, OSError) as exc:
             st.error(f"Not resumed: {md(exc)}")
         else:
-            flash("success", f"Run {md(info.name)} resumed from its last complete epoch.")
+            total = run.config.epochs if run.config else None
+            flash("success", f"Run {md(info.name)} is starting again. {resume_words(completed, total)}.")
             st.session_state[PENDING_KEY] = info.name
             st.rerun()
     if run.status == "finished":
         evaluation_panel(run)
         promote_panel(run)
+
+
+# --- models: the active one and every earlier one --------------------------------------------------------
+
+
+def model_row(entry: ModelEntry, active: ModelEntry) -> dict[str, str]:
+    figures = promotion.recorded_figures(entry.path) if entry.available else None
+    when = format_epoch(entry.promoted_at, TZ) if entry.promoted_at else "–"
+    return {"Model": entry.name, "Kind": entry.kind, "Promoted": when,
+            "Val accuracy": f"{figures.accuracy:.1%}" if figures else "–",
+            "Active": "yes" if entry.path.resolve() == active.path.resolve() else ""}
+
+
+def models_section() -> None:
+    st.subheader("Models")
+    active = registry.active()
+    promoted_active = registry.promoted_active()
+    entries = [entry for entry in registry.models() if entry.available]
+    if not entries:
+        st.info("No model is available yet: the shipped model is missing and nothing has been promoted.")
+        return
+    st.dataframe(pd.DataFrame([model_row(entry, active) for entry in entries]), hide_index=True, width="stretch")
+    if active.kind == "configured":
+        st.warning(f"CLASSMOOD_MODEL_PATH sets the active model ({md(active.path)}); restoring here takes effect "
+                   "once it is unset.")
+    for entry in entries:
+        if entry.path.resolve() == promoted_active.path.resolve():
+            continue
+        what = "the shipped model" if entry.kind == "shipped" else f"model {entry.name}"
+        if st.button(f"Make {what} active", key=f"restore_{entry.name}_{entry.kind}", icon=":material/restore:"):
+            try:
+                registry.activate(entry)
+            except (ValueError, OSError) as exc:
+                st.error(f"Not restored: {md(exc)}")
+                return
+            flash("success", f"{what[0].upper()}{what[1:]} is the active model again ({md(entry.path)}).")
+            st.rerun()
 
 
 # --- page --------------------------------------------------------------------------------------------
@@ -355,10 +430,7 @@ st.subheader("Runs")
 if not all_runs:
     st.info("No training runs yet. Open **New run** above to fine-tune the emotion model on a data set.")
 else:
-    st.dataframe(
-        runs_table(all_runs),
-        hide_index=True,
-        width="stretch",
-        column_config={"Val accuracy": st.column_config.NumberColumn(format="percent")},
-    )
+    st.fragment(runs_table, run_every=2 if busy is not None else None)()
     selected_run_section(all_runs)
+
+models_section()
