@@ -28,8 +28,9 @@ from typing import Any
 import av
 import numpy as np
 
-from fer_core.classify import EmotionClassifier, load_classifier
+from fer_core.classify import EmotionClassifier
 from fer_core.model_io import ModelError
+from fer_core.registry import classifier_for
 from fer_core.session import LiveSession
 from fer_core.settings import Settings, get_settings
 from fer_core.store import Store, StoreError, store_for
@@ -205,8 +206,8 @@ def analyze_video_result(
     settings = settings or get_settings()
     store = store or store_for(settings)
     if classifier is None:
-        classifier = load_classifier(model_path or settings.active_model_dir(), backend or settings.classifier_backend,
-                                     settings.classifier_flip_average)
+        overrides = {"model_path": model_path, "classifier_backend": backend}
+        classifier = classifier_for(settings.model_copy(update={k: v for k, v in overrides.items() if v}))
     base = float(math.floor(time.time()))
     started_at = datetime.fromtimestamp(base, UTC)
     session = LiveSession(

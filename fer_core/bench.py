@@ -43,6 +43,7 @@ from fer_core.emotions import FACE_SIZE
 from fer_core.model_io import KERAS_FILE, TFLITE_FILE, ModelError
 from fer_core.pipeline import STAGES, FramePipeline
 from fer_core.preprocess import crop_faces, to_gray
+from fer_core.registry import ModelRegistry
 from fer_core.settings import get_settings
 from fer_core.track import FaceTracker
 
@@ -217,7 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     settings = get_settings()
-    model = (args.model or settings.active_model_dir()).expanduser()
+    model = (args.model or ModelRegistry.from_settings(settings).active().path).expanduser()
     if not model.exists():
         print(f"error: model not found: {model} (pass --model PATH)", file=sys.stderr)
         return 2

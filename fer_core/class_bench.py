@@ -37,11 +37,12 @@ from fer_core.batching import BatchingClassifier
 from fer_core.class_hub import ClassHub, StreamSettings, StudentStream
 from fer_core.class_store import ClassInfo, ClassStore
 from fer_core.class_view import read_class_view
-from fer_core.classify import EmotionClassifier, load_classifier
+from fer_core.classify import EmotionClassifier
 from fer_core.detect import DetectorParams, HaarFaceDetector
 from fer_core.detector_eval import DEFAULT_DATASET, load_ground_truth
 from fer_core.join_code import normalise
 from fer_core.preprocess import to_gray
+from fer_core.registry import classifier_for
 from fer_core.settings import Settings
 from fer_core.store import Store
 
@@ -267,8 +268,7 @@ def make_hub(class_store: ClassStore, info: ClassInfo, classifier: EmotionClassi
 def bench(students: int, seconds: float, batching: bool, database: str, settings: Settings,
           camera_fps: float, analysis_fps: float, decode: bool = True) -> BenchResult:
     clips = student_faces(students)
-    model = load_classifier(settings.active_model_dir(), settings.classifier_backend,
-                            settings.classifier_flip_average)
+    model = classifier_for(settings)
     classifier: EmotionClassifier = BatchingClassifier(model, settings.class_batch_window_ms) if batching else model
     class_store = ClassStore(Store(database))
     info = class_store.open_class("capacity benchmark", "bench", min_students=min(5, students),
@@ -304,8 +304,7 @@ def join_existing(code: str, students: int, seconds: float, database: str, setti
     info = class_store.find_class(normalise(code))
     if info is None:
         raise SystemExit(f"error: no class has the code {code}")
-    model = load_classifier(settings.active_model_dir(), settings.classifier_backend,
-                            settings.classifier_flip_average)
+    model = classifier_for(settings)
     hub = make_hub(class_store, info, BatchingClassifier(model, settings.class_batch_window_ms), settings,
                    analysis_fps)
     logs, _, _ = run_students(hub, student_faces(students), seconds, camera_fps)

@@ -155,22 +155,13 @@ def _load_cached(model_path: str, backend: str, flip_average: bool | None,
     return KerasClassifier(path, flip_average=flip_average)
 
 
-def load_classifier(model_dir: str | Path | None = None, backend: str = "auto",
+def load_classifier(model_dir: str | Path, backend: str = "auto",
                     flip_average: bool | None = None) -> EmotionClassifier:
-    """The classifier for `model_dir` (default: the active model), loaded once per process.
+    """The classifier for `model_dir`, loaded once per process (reloaded when its files change).
 
-    `flip_average` None follows the model's calibration.json (for the active model: the
-    `classifier_flip_average` setting first).
+    `backend` "auto" takes LiteRT when the folder has its file, else Keras. `flip_average` None
+    follows the model's calibration.json. The app's choice of model and options: `fer_core.registry.classifier_for`.
     """
-    if model_dir is None:
-        from fer_core.settings import get_settings
-
-        settings = get_settings()
-        model_dir = settings.active_model_dir()
-        if backend == "auto":
-            backend = settings.classifier_backend
-        if flip_average is None:
-            flip_average = settings.classifier_flip_average
     model_dir = Path(model_dir).expanduser().resolve()
     if not model_dir.exists():
         raise ModelError(f"model not found: {model_dir}")

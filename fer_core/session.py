@@ -19,9 +19,10 @@ from datetime import UTC, datetime
 import numpy as np
 
 from fer_core.aggregate import AggregatorSnapshot, SessionAggregator, SessionSummary
-from fer_core.classify import EmotionClassifier, load_classifier
+from fer_core.classify import EmotionClassifier
 from fer_core.detect import DetectorParams, HaarFaceDetector
 from fer_core.pipeline import FaceObservation, FramePipeline, PipelineStats
+from fer_core.registry import classifier_for
 from fer_core.settings import Settings, get_settings
 from fer_core.store import BackgroundWriter, Source, Store, StoreError, store_for
 from fer_core.track import FaceTracker
@@ -104,8 +105,7 @@ class LiveSession:
         params = DetectorParams.from_settings(settings)
         if min_neighbors is not None:
             params = replace(params, min_neighbors=min_neighbors)
-        classifier = classifier or load_classifier(
-            settings.active_model_dir(), settings.classifier_backend, settings.classifier_flip_average)
+        classifier = classifier or classifier_for(settings)
         return cls(
             store or store_for(settings),
             classifier,

@@ -20,7 +20,6 @@ from pydantic_settings import (
 )
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_MODEL_NAME = "fer-inceptionv3"
 
 
 class Settings(BaseSettings):
@@ -41,7 +40,8 @@ class Settings(BaseSettings):
     db_max_overflow: int = Field(default=10, ge=0, le=100, description="Extra PostgreSQL connections in bursts.")
     models_dir: Path = Field(default=PROJECT_ROOT / "models", description="Shipped models.")
     model_path: Path | None = Field(
-        default=None, description="Explicit model directory; overrides the promoted and shipped model."
+        default=None, description="Explicit model directory; overrides the promoted and shipped model "
+        "(which model is active: fer_core.registry)."
     )
     classifier_backend: Literal["auto", "keras", "litert"] = "auto"
     classifier_flip_average: bool | None = Field(
@@ -132,25 +132,6 @@ class Settings(BaseSettings):
     @property
     def runs_dir(self) -> Path:
         return self.data_dir / "runs"
-
-    @property
-    def active_model_pointer(self) -> Path:
-        """File holding the path of the promoted model, written by the Training page."""
-        return self.data_dir / "active_model.txt"
-
-    @property
-    def shipped_model_dir(self) -> Path:
-        return self.models_dir / DEFAULT_MODEL_NAME
-
-    def active_model_dir(self) -> Path:
-        """Explicit setting, else the promoted model, else the shipped one."""
-        if self.model_path is not None:
-            return self.model_path
-        if self.active_model_pointer.is_file():
-            promoted = Path(self.active_model_pointer.read_text(encoding="utf-8").strip())
-            if promoted.is_dir():
-                return promoted
-        return self.shipped_model_dir
 
 
 @functools.lru_cache(maxsize=1)

@@ -30,8 +30,8 @@ import psutil
 
 from fer_core.aggregate import Bucket, Drained, TrackSample
 from fer_core.bench import pan_zoom_clip
-from fer_core.classify import load_classifier
 from fer_core.emotions import EMOTIONS
+from fer_core.registry import classifier_for
 from fer_core.session import LiveSession
 from fer_core.settings import PROJECT_ROOT, Settings
 from fer_core.store import BackgroundWriter, Store
@@ -61,7 +61,7 @@ def open_store(tmp: str, url: str | None, name: str, settings: Settings) -> Stor
 
 def soak(class_minutes: float, fps: float, settings: Settings, backend: str, url: str | None = None) -> int:
     frames = real_face_frames()
-    classifier = load_classifier(settings.active_model_dir(), backend, settings.classifier_flip_average)
+    classifier = classifier_for(settings.model_copy(update={"classifier_backend": backend}))
     with tempfile.TemporaryDirectory(prefix="classmood-soak-") as tmp:
         store = open_store(tmp, url, "soak.db", settings)
         session = LiveSession(store, classifier, name="soak", source="live", settings=settings)
@@ -94,7 +94,7 @@ def soak(class_minutes: float, fps: float, settings: Settings, backend: str, url
 
 def load(streams: int, seconds: float, settings: Settings, backend: str, url: str | None = None) -> int:
     frames = real_face_frames()
-    classifier = load_classifier(settings.active_model_dir(), backend, settings.classifier_flip_average)
+    classifier = classifier_for(settings.model_copy(update={"classifier_backend": backend}))
     counts = [0] * streams
     stop = threading.Event()
     with tempfile.TemporaryDirectory(prefix="classmood-load-") as tmp:

@@ -294,9 +294,11 @@ def confusion_chart(
     ]
     data = pd.DataFrame(rows)
     field = "share" if normalize else "count"
+    # labelOverlap off: Streamlit's chart theme turns it on, which drops class names that nearly touch.
     base = alt.Chart(data).encode(
-        x=alt.X("predicted:N", sort=classes, title="Predicted", axis=alt.Axis(labelAngle=-40)),
-        y=alt.Y("true:N", sort=row_names, title="True"),
+        x=alt.X("predicted:N", sort=classes, title="Predicted",
+                axis=alt.Axis(labelAngle=-40, labelOverlap=False, labelFlush=False)),
+        y=alt.Y("true:N", sort=row_names, title="True", axis=alt.Axis(labelOverlap=False, labelFlush=False)),
     )
     heat = base.mark_rect().encode(
         color=alt.Color(f"{field}:Q", scale=alt.Scale(scheme="blues"),
@@ -358,9 +360,11 @@ def training_curves_chart(
             tooltip=[alt.Tooltip("x:Q", title="Epoch", format=".2f"), alt.Tooltip("split:N", title="Data"),
                      alt.Tooltip("value:Q", title=axis_title, format=".4f")],
         )
-        # Validation exists only once per epoch: points make single epochs visible.
-        return (base.mark_line() + base.mark_point(filled=True, size=40).transform_filter(
-            alt.datum.split == "val")).properties(height=height, width=300, title=axis_title)
+        # Points as well as lines: a curve of one point (the first progress line of an epoch, or a 1-epoch
+        # run's) has no line to draw. Validation exists once per epoch, so its points are bigger.
+        return (base.mark_line() + base.mark_point(filled=True, size=40).transform_filter(alt.datum.split == "val")
+                + base.mark_point(filled=True, size=12).transform_filter(alt.datum.split == "train")
+                ).properties(height=height, width=300, title=axis_title)
 
     chart = alt.hconcat(panel("loss", "Loss", ".3f"), panel("accuracy", "Accuracy", ".0%")).resolve_scale(
         color="shared"

@@ -14,8 +14,8 @@ from fer_core.batching import shared_batching_classifier
 from fer_core.class_hub import ClassHub, StreamSettings, hub_for
 from fer_core.class_store import ClassInfo, ClassStore, MaintenanceReport, get_class_store
 from fer_core.class_view import ClassView, read_class_view
-from fer_core.classify import load_classifier
 from fer_core.detect import DetectorParams
+from fer_core.registry import classifier_for
 from fer_core.settings import Settings
 
 JOIN_PATH = "join"
@@ -40,8 +40,7 @@ def stream_settings(settings: Settings) -> StreamSettings:
 
 def class_hub(settings: Settings, info: ClassInfo) -> ClassHub:
     """This process's hub of the class; all its students share one micro-batching classifier."""
-    classifier = load_classifier(settings.active_model_dir(), settings.classifier_backend,
-                                 settings.classifier_flip_average)
+    classifier = classifier_for(settings)
     return hub_for(class_store(settings), info, shared_batching_classifier(classifier, settings.class_batch_window_ms),
                    stream_settings(settings), flush_interval_s=settings.flush_interval_s,
                    member_timeout_s=settings.class_member_timeout_s)

@@ -1,6 +1,8 @@
-"""Training page (trainer): launch, watch, stop, resume, evaluate and promote fine-tuning runs.
+"""Training page (trainer): launch, watch, stop, resume, evaluate and promote fine-tuning runs; restore models.
 
-All run handling lives in `training.runs`; this page only collects options and shows files.
+The form builds a `training.config.TrainConfig` (its bounds are the form's); `training.launch` runs it,
+`training.promotion` compares and promotes, `fer_core.registry` says which model is active. This page
+only collects input and shows files.
 """
 
 from __future__ import annotations
@@ -14,14 +16,19 @@ import streamlit as st
 
 from fer_core.access import training_locked_reason
 from fer_core.emotions import EMOTIONS
+from fer_core.registry import ModelEntry, ModelRegistry
 from pages import charts
 from pages.formatting import escape_markdown as md
 from pages.formatting import format_epoch, format_eta, viewer_timezone
+from pages.training_view import progress_of, resume_words, runs_rows, status_text
 from pages.ui import RESPONSIBLE_USE_SHORT, app_settings, role_unlocked
-from training import runs
+from training import launch, promotion, runs
+from training.config import ConfigError, TrainConfig, bounds, option_help, resolve_inputs
 from training.data import DatasetError
+from training.dataset_zip import DatasetZipError, extract_dataset_zip
 
 settings = app_settings()
+registry = ModelRegistry.from_settings(settings)
 TZ = viewer_timezone(st.context.timezone)
 
 st.title("Training")
@@ -40,8 +47,12 @@ DATASETS_DIR = settings.data_dir / "datasets"
 SELECTED_KEY = "training_selected_run"
 PENDING_KEY = "training_select_next"  # a run to select on the next rerun (set after launch/resume)
 FLASH_KEY = "training_flash"
-RESUMABLE = ("stopped", "interrupted")
+LOG_LINES = 40
 FOLDER, UPLOAD = "Folder on the server", "Upload a zip"
+# The form's words for the options it sets (messages name them so).
+LABELS = {"run_name": "Run name", "data": "Data set folder", "epochs": "Epochs", "batch_size": "Batch size",
+          "lr": "Learning rate", "image_size": "Image size (px)", "augment": "Augmentation",
+          "init_from": "Active model", "weights": "Start from"}
 STATUS_ICONS = {
     "queued": ":material/schedule:",
     "running": ":material/sync:",
@@ -63,9 +74,20 @@ def show_flash() -> None:
         {"success": st.success, "error": st.error, "warning": st.warning}.get(kind, st.info)(message)
 
 
-def active_model_available() -> bool:
-    path = settings.active_model_dir()
-    return path.is_dir() and any(path.iterdir())
+def label_of(field: str) -> str:
+    return LABELS.get(field, field.replace("_", " ").capitalize())
+
+
+def number_input(column: Any, field: str, value: float, **options: Any) -> Any:
+    """A number input whose limits are the TrainConfig field's (exclusive bounds are left to the config)."""
+    low, high = bounds(field)
+    inclusive = {type(rule).__name__ for rule in TrainConfig.model_fields[field].metadata}
+    kind = type(value)  # Streamlit wants the value and its limits of one type
+    return column.number_input(
+        label_of(field), value=value, help=option_help(field),
+        min_value=kind(low) if low is not None and "Ge" in inclusive else None,
+        max_value=kind(high) if high is not None and "Le" in inclusive else None, **options,
+    )
 
 
 def save_upload(upload: Any) -> Path:
@@ -80,11 +102,12 @@ def save_upload(upload: Any) -> Path:
 def extract_upload(upload: Any, name: str) -> Path:
     zip_path = save_upload(upload)
     try:
-        return runs.extract_dataset_zip(
+        return extract_dataset_zip(
             zip_path,
             DATASETS_DIR / name,
             max_members=settings.max_zip_members,
             max_uncompressed_bytes=settings.max_zip_uncompressed_mb * 1024 * 1024,
+            source_name=upload.name,
         )
     finally:
         zip_path.unlink(missing_ok=True)
@@ -100,7 +123,7 @@ def launch_form(busy: runs.RunInfo | None) -> None:
             "stop it or wait for it to finish before launching another.",
             icon=":material/hourglass_top:",
         )
-    has_active = active_model_available()
+    active = registry.active()
     # Outside the form: choosing the source swaps the input below at once.
     source = st.radio(
         "Data set", [FOLDER, UPLOAD], horizontal=True, key="launch_source",
@@ -119,16 +142,14 @@ def launch_form(busy: runs.RunInfo | None) -> None:
                 "bombs are refused.",
             )
         col1, col2, col3, col4 = st.columns(4)
-        epochs = col1.number_input("Epochs", min_value=1, max_value=500, value=10, step=1)
-        batch_size = col2.number_input("Batch size", min_value=1, max_value=1024, value=64, step=1)
+        epochs = number_input(col1, "epochs", 10, step=1)
+        batch_size = number_input(col2, "batch_size", 64, step=1)
         # Fine-tuning wants a gentler rate than training from scratch (train.py's default 1e-3).
-        lr = col3.number_input("Learning rate", min_value=1e-7, max_value=1.0, value=1e-4 if has_active else 1e-3,
-                               format="%.6f", step=1e-5)
-        image_size = col4.number_input("Image size (px)", min_value=75, max_value=299, value=75, step=1,
-                                       help="InceptionV3's input side; 75 is the smallest it accepts.")
-        starts = ["Active model (fine-tune)", "From scratch"] if has_active else ["From scratch"]
+        lr = number_input(col3, "lr", 1e-4 if active.available else 1e-3, format="%.6f", step=1e-5)
+        image_size = number_input(col4, "image_size", 75, step=1)
+        starts = ["Active model (fine-tune)", "From scratch"] if active.available else ["From scratch"]
         start = st.radio("Start from", starts, horizontal=True, key="launch_start",
-                         help=f"Active model: {settings.active_model_dir()}" if has_active
+                         help=f"Active model: {active.path}" if active.available
                          else "No active model is available yet, so runs start from scratch.")
         augment = st.checkbox("Augmentation (random flips, shifts, zoom, contrast)", value=True)
         submitted = st.form_submit_button("Launch run", type="primary", icon=":material/rocket_launch:")
@@ -155,24 +176,21 @@ def launch_form(busy: runs.RunInfo | None) -> None:
             if not data.exists():
                 st.error(f"Data set folder not found: {md(data)}")
                 return
-        options: dict[str, Any] = {
-            "run_name": name,
-            "data": str(data),
-            "epochs": int(epochs),
-            "batch_size": int(batch_size),
-            "lr": float(lr),
-            "image_size": int(image_size),
-            "augment": "standard" if augment else "none",
-        }
+        options: dict[str, Any] = {"data": data, "epochs": epochs, "batch_size": batch_size, "lr": lr,
+                                   "image_size": image_size, "augment": "standard" if augment else "none"}
         if start.startswith("Active"):
-            options["init_from"] = str(settings.active_model_dir())
+            options["init_from"] = active.path
         else:
             options["weights"] = "none"
-        info = runs.launch_run(RUNS_DIR, options)
-    except runs.RunBusyError as exc:
+        config = resolve_inputs(TrainConfig.from_options(options))
+        info = launch.launch_run(RUNS_DIR, config, name)
+    except ConfigError as exc:
+        st.error(f"Not launched: {md(exc.describe(label_of))}")
+        return
+    except launch.RunBusyError as exc:
         st.error(f"Not launched: {md(exc)}")
         return
-    except (ValueError, DatasetError, OSError) as exc:  # DatasetZipError is a ValueError
+    except (ValueError, DatasetError, DatasetZipError, OSError) as exc:
         st.error(f"Not launched: {md(exc)}")
         return
     flash("success", f"Run {md(info.name)} launched.")
@@ -183,36 +201,13 @@ def launch_form(busy: runs.RunInfo | None) -> None:
 # --- runs list and the selected run --------------------------------------------------------------
 
 
-def runs_table(all_runs: list[runs.RunInfo]) -> pd.DataFrame:
-    rows = []
-    for run in all_runs:
-        epochs = run.config.get("epochs")
-        val = run.state.get("val_accuracy")
-        rows.append(
-            {
-                "Run": run.name,
-                "Status": run.status,
-                "Epoch": f"{run.state.get('epoch', 0)}/{epochs}" if epochs else "–",
-                "Val accuracy": None if val is None else float(val),
-                "Started": format_epoch(run.state.get("started_at") or run.state.get("created_at"), TZ),
-                "Data set": Path(str(run.config.get("data", ""))).name or "–",
-                "Message": str(run.state.get("message") or ""),
-            }
-        )
-    return pd.DataFrame(rows)
-
-
-def progress_of(records: list[dict[str, Any]]) -> tuple[float, float | None, str]:
-    """Fraction done, ETA in seconds and a caption, from the newest progress line."""
-    if not records:
-        return 0.0, None, "Waiting for the first batch (loading data, building the model)…"
-    last = records[-1]
-    epochs = max(1, int(last.get("epochs") or 1))
-    steps = max(1, int(last.get("steps") or 1))
-    done = (int(last.get("epoch") or 1) - 1 + int(last.get("step") or 0) / steps) / epochs
-    return min(max(done, 0.0), 1.0), last.get("eta_s"), (
-        f"Epoch {last.get('epoch')}/{epochs}, step {last.get('step')}/{steps}"
-    )
+def runs_table() -> None:
+    """All runs, refreshed every 2 s while one is active (so its status and epoch are current)."""
+    all_runs = runs.list_runs(RUNS_DIR)
+    completed = {run.name: launch.resume_point(run) for run in all_runs if run.status in runs.RESUMABLE}
+    started = {run.name: format_epoch(run.state.get("started_at") or run.state.get("created_at"), TZ)
+               for run in all_runs}
+    st.dataframe(pd.DataFrame(runs_rows(all_runs, completed, started)), hide_index=True, width="stretch")
 
 
 def run_status_panel(run_dir: Path, was_active: bool) -> None:
@@ -223,21 +218,26 @@ def run_status_panel(run_dir: Path, was_active: bool) -> None:
         return
     if was_active and not run.is_active:
         st.rerun()  # the run just ended: redraw the whole page (evaluation, Resume, Promote)
+    completed = launch.resume_point(run) if run.status in runs.RESUMABLE else 0
     icon = STATUS_ICONS.get(run.status, "")
-    st.markdown(f"**Status:** {icon} `{run.status}`")
-    if message := run.state.get("message"):
-        st.text(str(message))
+    st.markdown(f"**Status:** {icon} `{run.status}` · {md(status_text(run, completed))}")
     records = runs.read_progress(run.path)
-    fraction, eta, caption = progress_of(records)
+    progress = progress_of(run, records)
     if run.is_active:
-        st.progress(fraction, text=f"{caption} · ETA {format_eta(eta)}")
+        eta = f" · ETA {format_eta(progress.eta_s)}" if progress.training else ""
+        st.progress(progress.fraction, text=f"{progress.text}{eta}")
     elif records:
-        st.progress(fraction, text=caption)
+        st.progress(progress.fraction, text=progress.text)
     st.altair_chart(charts.training_curves_chart(records), width="stretch")
-    with st.expander("Last log lines", expanded=run.status in ("failed", "interrupted")):
-        st.code("\n".join(runs.tail_log(run.path, 30)) or "(no log yet)", language=None)
+    with st.expander("Log", expanded=run.status in ("failed", "interrupted")):
+        lines = runs.readable_log(runs.tail_log(run.path, 400))[-LOG_LINES:]
+        st.code("\n".join(lines) or "(no log yet)", language=None, wrap_lines=True)
+        log_file = run.path / runs.LOG_FILE
+        if log_file.is_file():
+            st.download_button("Download the full log", log_file.read_bytes(), file_name=f"{run.name}-train.log",
+                               mime="text/plain", icon=":material/download:", key=f"log_{run.name}")
     if run.is_active and st.button("Stop run", icon=":material/stop:", key=f"stop_{run.name}"):
-        if runs.stop_run(run):
+        if launch.stop_run(run):
             st.info("Stop requested: the run ends after the current batch; its last full epoch stays resumable.")
         else:
             st.warning("Nothing to stop: the run is not active any more.")
@@ -281,18 +281,69 @@ def evaluation_panel(run: runs.RunInfo) -> None:
         )
 
 
+def comparison_table(comparison: promotion.Comparison) -> pd.DataFrame:
+    candidate, active = comparison.candidate, comparison.active
+    assert candidate is not None
+
+    def cells(name: str, value: Any, fmt: str) -> list[str]:
+        other = None if active is None else getattr(active, name)
+        shown = [format(value, fmt) if value is not None else "–", format(other, fmt) if other is not None else "–"]
+        if value is None or other is None:
+            return [*shown, "–"]
+        scale, unit = (100, " points") if fmt.endswith("%") else (1, "")
+        return [*shown, f"{scale * (value - other):+.{1 if scale == 100 else 3}f}{unit}"]
+
+    rows = {"Accuracy": cells("accuracy", candidate.accuracy, ".1%"),
+            "Macro-F1": cells("macro_f1", candidate.macro_f1, ".3f"),
+            "Calibration error (ECE, lower is better)": cells("ece", candidate.ece, ".3f")}
+    return pd.DataFrame.from_dict(rows, orient="index",
+                                  columns=["This run", f"Active: {comparison.active_model.name}", "Difference"])
+
+
 def promote_panel(run: runs.RunInfo) -> None:
     st.subheader("Promote")
-    st.write("Make this run's exported model the one the Live page uses (new sessions pick it up).")
-    confirmed = st.checkbox(f"Yes, make run {md(run.name)} the active model", key=f"promote_confirm_{run.name}")
+    if promotion.is_active(run, registry):
+        st.success("This run's model is the active model: the Live page uses it.", icon=":material/check_circle:")
+        return
+    st.write("Make this run's exported model the one the Live page uses (new sessions pick it up). "
+             "Every earlier model is kept and can be made active again below.")
+    comparison = promotion.compare_with_active(run, registry)
+    if comparison.candidate is None:
+        st.info("This run has no evaluation to compare with the active model.")
+    else:
+        data = f"{Path(str(comparison.candidate.data)).name}/{comparison.candidate.split}"
+        st.markdown(f"**This run beside the active model, on the same validation split** ({md(data)}, "
+                    f"{comparison.candidate.n_images or 0:,} images)")
+        st.table(comparison_table(comparison))
+        if comparison.active is None and comparison.active_model.available:
+            st.info(f"The active model's recorded figures are not on {md(data)}. Measure it there to compare.")
+            if st.button("Measure the active model on this split", key=f"measure_{run.name}",
+                         icon=":material/straighten:"):
+                with st.spinner(f"Evaluating {md(comparison.active_model.name)} on {md(data)}…"):
+                    try:
+                        promotion.measure_active(run, registry)
+                    except (ValueError, OSError) as exc:
+                        st.error(f"Not measured: {md(exc)}")
+                        return
+                st.rerun()
+    worse = comparison.worse
+    if worse:
+        st.warning(f"This run is worse than the active model ({md(comparison.active_model.name)}) on "
+                   f"{', '.join(worse)}. Promoting it would make the Live page's labels less reliable.",
+                   icon=":material/warning:")
+    if registry.model_path is not None:
+        st.warning("CLASSMOOD_MODEL_PATH is set, so the app uses that model whatever is promoted here.")
+    label = (f"Yes, make run {md(run.name)} the active model" + (" although it is worse" if worse else ""))
+    confirmed = st.checkbox(label, key=f"promote_confirm_{run.name}")
     if st.button("Promote", type="primary", disabled=not confirmed, key=f"promote_{run.name}",
                  icon=":material/upgrade:"):
         try:
-            dest = runs.promote_run(run, settings)
+            entry = promotion.promote_run(run, registry)
         except (ValueError, OSError) as exc:
             st.error(f"Not promoted: {md(exc)}")
             return
-        flash("success", f"Run {md(run.name)} is now the active model ({md(dest)}).")
+        flash("success", f"Run {md(run.name)} is now the active model ({md(entry.path)}). "
+                         f"The model before it stays under Models, one click away.")
         st.rerun()
 
 
@@ -310,13 +361,16 @@ def selected_run_section(all_runs: list[runs.RunInfo]) -> None:
     panel = st.fragment(run_status_panel, run_every=2 if run.is_active else None)
     panel(run.path, run.is_active)
 
-    if run.status in RESUMABLE and st.button("Resume run", icon=":material/play_arrow:", key=f"resume_{run.name}"):
+    if run.status in runs.RESUMABLE and st.button("Resume run", icon=":material/play_arrow:",
+                                                  key=f"resume_{run.name}"):
+        completed = launch.resume_point(run)
         try:
-            info = runs.resume_run(run)
-        except (runs.RunBusyError, ValueError, OSError) as exc:
+            info = launch.resume_run(run)
+        except (launch.RunBusyError, ValueError, OSError) as exc:
             st.error(f"Not resumed: {md(exc)}")
         else:
-            flash("success", f"Run {md(info.name)} resumed from its last complete epoch.")
+            total = run.config.epochs if run.config else None
+            flash("success", f"Run {md(info.name)} is starting again. {resume_words(completed, total)}.")
             st.session_state[PENDING_KEY] = info.name
             st.rerun()
     if run.status == "finished":
@@ -324,11 +378,48 @@ def selected_run_section(all_runs: list[runs.RunInfo]) -> None:
         promote_panel(run)
 
 
+# --- models: the active one and every earlier one --------------------------------------------------------
+
+
+def model_row(entry: ModelEntry, active: ModelEntry) -> dict[str, str]:
+    figures = promotion.recorded_figures(entry.path) if entry.available else None
+    when = format_epoch(entry.promoted_at, TZ) if entry.promoted_at else "–"
+    return {"Model": entry.name, "Kind": entry.kind, "Promoted": when,
+            "Val accuracy": f"{figures.accuracy:.1%}" if figures else "–",
+            "Active": "yes" if entry.path.resolve() == active.path.resolve() else ""}
+
+
+def models_section() -> None:
+    st.subheader("Models")
+    active = registry.active()
+    promoted_active = registry.promoted_active()
+    entries = [entry for entry in registry.models() if entry.available]
+    if not entries:
+        st.info("No model is available yet: the shipped model is missing and nothing has been promoted.")
+        return
+    st.dataframe(pd.DataFrame([model_row(entry, active) for entry in entries]), hide_index=True, width="stretch")
+    if active.kind == "configured":
+        st.warning(f"CLASSMOOD_MODEL_PATH sets the active model ({md(active.path)}); restoring here takes effect "
+                   "once it is unset.")
+    for entry in entries:
+        if entry.path.resolve() == promoted_active.path.resolve():
+            continue
+        what = "the shipped model" if entry.kind == "shipped" else f"model {entry.name}"
+        if st.button(f"Make {what} active", key=f"restore_{entry.name}_{entry.kind}", icon=":material/restore:"):
+            try:
+                registry.activate(entry)
+            except (ValueError, OSError) as exc:
+                st.error(f"Not restored: {md(exc)}")
+                return
+            flash("success", f"{what[0].upper()}{what[1:]} is the active model again ({md(entry.path)}).")
+            st.rerun()
+
+
 # --- page --------------------------------------------------------------------------------------------
 
 show_flash()
-active_dir = settings.active_model_dir()
-st.caption(f"Active model: {md(active_dir)}" + ("" if active_model_available() else " (not available yet)"))
+active_model = registry.active()
+st.caption(f"Active model: {md(active_model.path)}" + ("" if active_model.available else " (not available yet)"))
 all_runs = runs.list_runs(RUNS_DIR)
 busy = next((r for r in all_runs if r.is_active), None)
 
@@ -339,10 +430,7 @@ st.subheader("Runs")
 if not all_runs:
     st.info("No training runs yet. Open **New run** above to fine-tune the emotion model on a data set.")
 else:
-    st.dataframe(
-        runs_table(all_runs),
-        hide_index=True,
-        width="stretch",
-        column_config={"Val accuracy": st.column_config.NumberColumn(format="percent")},
-    )
+    st.fragment(runs_table, run_every=2 if busy is not None else None)()
     selected_run_section(all_runs)
+
+models_section()

@@ -109,9 +109,10 @@ def real_model_dir() -> _Path:
     """The active model directory; in CI a missing model fails, locally it skips."""
     import os
 
+    from fer_core.registry import ModelRegistry
     from fer_core.settings import Settings
 
-    model_dir = Settings().active_model_dir()
+    model_dir = ModelRegistry.from_settings(Settings()).active().path
     if not (model_dir / "model.keras").is_file():
         message = f"no trained model at {model_dir} (set CLASSMOOD_MODEL_PATH or ship models/fer-inceptionv3)"
         if os.environ.get("CI"):

@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from fer_core.emotions import FACE_SIZE, NUM_EMOTIONS
-from training.data import AUGMENT_LEVELS, SplitData, load_split, make_dataset
+from training.config import AUGMENT_LEVELS
+from training.data import SplitData, load_split, make_dataset
 
 DEFAULT_STEPS = 30
 DEFAULT_WARMUP = 3

@@ -29,53 +29,37 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.optimize import minimize_scalar
 
 from fer_core.calibration import CALIBRATION_FILE, TEMPERATURE_RANGE, apply_temperature, read_calibration
 from fer_core.model_io import KERAS_FILE, TFLITE_FILE, ModelError, resolve_model_file
+from fer_core.registry import ModelRegistry
+from fer_core.settings import get_settings
 from training import runs
+from training.card import METRICS_FILE, PROJECT_README, card_writer
 from training.data import DatasetError, load_split
-from training.evaluate import ECE_BINS, expected_calibration_error
 from training.inference import load_predictor, predict
+from training.metrics import ECE_BINS, expected_calibration_error, negative_log_likelihood
 
 log = logging.getLogger(__name__)
 
 CROSS_FIT_FOLDS = 2
 CROSS_FIT_SEED = 0
-_TOLERANCE = 1e-4  # on 1/T; far below what changes a shown percentage
-_GOLDEN = (np.sqrt(5.0) - 1.0) / 2.0
-
-
-def negative_log_likelihood(probs: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> float:
-    scaled = apply_temperature(probs, temperature).astype(np.float64)
-    return float(-np.mean(np.log(np.clip(scaled[np.arange(len(labels)), labels], 1e-12, 1.0))))
+_TOLERANCE = 1e-5  # on 1/T; far below what changes a shown percentage
 
 
 def fit_temperature(probs: np.ndarray, labels: np.ndarray) -> float:
-    """The T in TEMPERATURE_RANGE that minimises the NLL of `labels` (golden-section search on 1/T).
+    """The T in TEMPERATURE_RANGE that minimises the NLL of `labels` (a bounded scalar search on 1/T).
 
     The NLL is convex in 1/T (a log-sum-exp minus a linear term), so the search finds its minimum.
     """
     labels = np.asarray(labels, dtype=np.int64)
     if len(labels) == 0:
         raise ValueError("cannot fit a temperature on no images")
-    low, high = 1.0 / TEMPERATURE_RANGE[1], 1.0 / TEMPERATURE_RANGE[0]
-
-    def loss(inverse: float) -> float:
-        return negative_log_likelihood(probs, labels, 1.0 / inverse)
-
-    a, b = low, high
-    c, d = b - _GOLDEN * (b - a), a + _GOLDEN * (b - a)
-    loss_c, loss_d = loss(c), loss(d)
-    while b - a > _TOLERANCE:
-        if loss_c < loss_d:
-            b, d, loss_d = d, c, loss_c
-            c = b - _GOLDEN * (b - a)
-            loss_c = loss(c)
-        else:
-            a, c, loss_c = c, d, loss_d
-            d = a + _GOLDEN * (b - a)
-            loss_d = loss(d)
-    return float(np.clip(2.0 / (a + b), *TEMPERATURE_RANGE))
+    result = minimize_scalar(lambda inverse: negative_log_likelihood(probs, labels, 1.0 / inverse),
+                             bounds=(1.0 / TEMPERATURE_RANGE[1], 1.0 / TEMPERATURE_RANGE[0]), method="bounded",
+                             options={"xatol": _TOLERANCE})
+    return float(np.clip(1.0 / result.x, *TEMPERATURE_RANGE))
 
 
 def cross_fitted_ece(probs: np.ndarray, labels: np.ndarray, folds: int = CROSS_FIT_FOLDS,
@@ -152,8 +136,6 @@ def calibrate_model(model_dir: str | Path, data: str | Path, split: str = "val",
 
 def published_flip_average(model_dir: Path) -> bool | None:
     """The flip choice a published model's figures were measured with, or None for an unpublished folder."""
-    from training.publish import METRICS_FILE
-
     metrics = runs.read_json(model_dir / METRICS_FILE) if model_dir.is_dir() else None
     if not metrics or "val" not in metrics:
         return None
@@ -162,8 +144,6 @@ def published_flip_average(model_dir: Path) -> bool | None:
 
 def update_model_card(model_dir: Path, record: dict[str, Any], readme: Path | None) -> bool:
     """Record the calibration in a published model's metrics.json and card (and `readme`'s table)."""
-    from training.publish import METRICS_FILE, card_writer
-
     metrics = runs.read_json(model_dir / METRICS_FILE)
     if not metrics or "val" not in metrics:
         return False
@@ -212,10 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     except (DatasetError, ModelError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from fer_core.settings import get_settings
-    from training.publish import PROJECT_README
-
-    shipped = get_settings().shipped_model_dir.resolve() == args.model.resolve()
+    shipped = ModelRegistry.from_settings(get_settings()).is_shipped(args.model)
     print(format_record(record))
     print(f"\nwrote {args.model / CALIBRATION_FILE}")
     if update_model_card(args.model, record, PROJECT_README if shipped else None):

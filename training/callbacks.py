@@ -1,9 +1,10 @@
-"""Training callbacks of our own: progress log, learning-rate warm-up, status updates and graceful stop."""
+"""Training callbacks of our own: progress log, learning-rate schedules, epoch backups, status updates
+and graceful stop."""
 
 from __future__ import annotations
 
 import json
-import math
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -11,13 +12,19 @@ from typing import Any
 
 import keras
 
+from training import runs
+from training.model import recalibrate_batch_norm
+from training.schedules import cosine_lr, warmup_lr
+
+log = logging.getLogger(__name__)
+
 
 def current_lr(model: keras.Model) -> float:
     return float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
 
 
 class ProgressWriter(keras.callbacks.Callback):
-    """Appends one JSON line per epoch and every `every_n_batches` batches to `path`.
+    """Appends one JSON line per epoch and every few batches (runs.progress_interval) to `path`.
 
     Each line has: kind ("batch"/"epoch"), epoch (1-based), epochs, step, steps, loss,
     accuracy, val_loss, val_accuracy (epoch lines), lr, elapsed_s, eta_s, time.
@@ -29,7 +36,7 @@ class ProgressWriter(keras.callbacks.Callback):
         self.path = Path(path)
         self.epochs = epochs
         self.steps_per_epoch = max(1, steps_per_epoch)
-        self.every_n_batches = max(1, every_n_batches)
+        self.every_n_batches = runs.progress_interval(self.steps_per_epoch, max(1, every_n_batches))
         self._start = 0.0
         self._steps_done = 0
         self._epoch = 0
@@ -128,12 +135,10 @@ class StepLearningRate(keras.callbacks.Callback):
 
 
 class LinearWarmup(StepLearningRate):
-    """Ramps the learning rate from `target/10` to `target` over the first `warmup_steps`.
+    """Ramps the learning rate from `target/10` to `target` over the first `warmup_steps` (schedules.warmup_lr).
 
-    Adam's first steps move every weight by about the learning rate, whatever its gradient: a
-    freshly initialised InceptionV3 diverges easily, and a trained one (--init-from, no warm-up)
-    lost 6-7 val points in its first epoch. After the warm-up, the schedule (ReduceLROnPlateau or
-    CosineDecay) owns the learning rate. On resume past the warm-up it does nothing.
+    After the warm-up the schedule (ReduceLROnPlateau or CosineDecay) owns the learning rate; on resume
+    past the warm-up this does nothing.
     """
 
     def __init__(self, target_lr: float, warmup_steps: int, steps_per_epoch: int) -> None:
@@ -142,15 +147,11 @@ class LinearWarmup(StepLearningRate):
         self.warmup_steps = warmup_steps
 
     def lr_at(self, step: int) -> float | None:
-        if step > self.warmup_steps:
-            return None
-        if step == self.warmup_steps:
-            return self.target_lr
-        return self.target_lr * (0.1 + 0.9 * step / self.warmup_steps)
+        return warmup_lr(step, self.target_lr, self.warmup_steps)
 
 
 class CosineDecay(StepLearningRate):
-    """A half cosine from `base_lr` at global step `start_step` down to `min_lr` at `end_step`.
+    """A half cosine from `base_lr` at global step `start_step` down to `min_lr` at `end_step` (schedules.cosine_lr).
 
     `start_step` is the end of any warm-up, which owns the steps before it; `end_step` is the end
     of the phase's last epoch.
@@ -164,25 +165,68 @@ class CosineDecay(StepLearningRate):
         self.end_step = end_step
 
     def lr_at(self, step: int) -> float | None:
-        if step < self.start_step:
-            return None
-        span = self.end_step - self.start_step  # <= 0: a phase no longer than its warm-up
-        progress = min(1.0, (step - self.start_step) / span) if span > 0 else 1.0
-        return self.min_lr + 0.5 * (self.base_lr - self.min_lr) * (1.0 + math.cos(math.pi * progress))
+        return cosine_lr(step, self.base_lr, self.min_lr, self.start_step, self.end_step)
 
 
-class ResumableSwapEMAWeights(keras.callbacks.SwapEMAWeights):
-    """Keras' SwapEMAWeights(swap_on_epoch=True), told whether `fit` resumes from a backup.
+def swap_average_and_weights(model: keras.Model) -> None:
+    """Exchange the model's weights with the optimizer's moving average of them (use_ema), once.
 
-    At each epoch end it swaps the averaged weights into the model (so ModelCheckpoint and
-    BackupAndRestore save them) and at the next epoch start swaps the raw ones back. A backup is
-    therefore always in the swapped state; Keras' callback starts out assuming it is not and
-    would go on training the average. Validation (on_test_begin/end) uses the average either way.
+    An EMA run's backups and checkpoints hold the average in the model and the raw weights in the
+    optimizer (keras.callbacks.SwapEMAWeights(swap_on_epoch=True) swaps at each epoch end, before they
+    are saved). A run resumed from a backup swaps once before training goes on from the raw weights.
+    """
+    swap = keras.callbacks.SwapEMAWeights()
+    swap.set_model(model)
+    swap.on_test_begin()  # the callback's public hook that swaps the average in
+
+
+class EpochBackup(keras.callbacks.Callback):
+    """After each epoch, saves the model with its optimizer state and the number of epochs done, for resuming.
+
+    The weights go to a new file first; the metadata naming it is then replaced atomically, and only
+    then are older files removed: a kill at any moment leaves a complete backup of the last epoch
+    or of the one before. `restore_backup` reads it (and the backups Keras' BackupAndRestore made).
     """
 
-    def __init__(self, restored_from_backup: bool) -> None:
-        super().__init__(swap_on_epoch=True)
-        self._ema_weights_in_model = restored_from_backup
+    def __init__(self, backup_dir: Path) -> None:
+        super().__init__()
+        self.backup_dir = Path(backup_dir)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.backup_dir.mkdir(parents=True, exist_ok=True)
+        name = f"epoch-{epoch + 1:04d}.weights.h5"
+        self.model.save_weights(self.backup_dir / name, overwrite=True)
+        runs.write_json_atomic(self.backup_dir / runs.BACKUP_METADATA,
+                               {"epoch": epoch + 1, "batch": 0, "weights_file": name})
+        for stale in [*self.backup_dir.glob("*.weights.h5*"), *self.backup_dir.glob("*.json.bkp")]:
+            if stale.name != name:
+                stale.unlink(missing_ok=True)
+
+
+def restore_backup(model: keras.Model, backup_dir: Path, *, averaged: bool) -> int | None:
+    """Load a phase's last backup into `model` (compiled) and return the epochs it had done, or None.
+
+    `averaged`: the run keeps a moving average of its weights (see swap_average_and_weights).
+    """
+    epoch = runs.backup_epoch(backup_dir)
+    weights = runs.backup_weights_file(backup_dir)
+    if epoch is None or weights is None:
+        return None
+    model.optimizer.build(model.trainable_variables)  # the file holds the optimizer's state too
+    try:
+        model.load_weights(weights)
+    except (OSError, ValueError) as exc:
+        # Keras' BackupAndRestore(double_checkpoint=True) kept the epoch before as *.bkp.
+        previous = weights.with_name(weights.name + ".bkp")
+        meta = runs.read_json(backup_dir / (runs.BACKUP_METADATA + ".bkp"))
+        if not previous.is_file() or meta is None:
+            raise
+        log.warning("backup %s is unreadable (%s); using the one before it", weights, exc)
+        model.load_weights(previous)
+        epoch = int(meta["epoch"])
+    if averaged:
+        swap_average_and_weights(model)
+    return epoch
 
 
 class PreciseBatchNorm(keras.callbacks.Callback):
@@ -199,8 +243,6 @@ class PreciseBatchNorm(keras.callbacks.Callback):
         self.batch_size = batch_size
 
     def on_test_begin(self, logs: dict | None = None) -> None:
-        from training.model import recalibrate_batch_norm
-
         recalibrate_batch_norm(self.model, self.faces, self.batch_size)
 
 
@@ -212,8 +254,6 @@ class StatusUpdater(keras.callbacks.Callback):
         self.run_dir = Path(run_dir)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        from training import runs
-
         logs = logs or {}
         runs.update_status(
             self.run_dir, "running", epoch=epoch + 1, val_accuracy=_num(logs, "val_accuracy")
@@ -227,11 +267,10 @@ class TrainingStopped(Exception):
 class StopOnRequest(keras.callbacks.Callback):
     """Ends `fit` at the next batch boundary once `requested()` is true, by raising TrainingStopped.
 
-    Why raise instead of `model.stop_training = True`: Keras would then still validate, call
-    on_epoch_end for the half-done epoch (BackupAndRestore would record it as complete, CSVLogger
-    would log it) and on_train_end (BackupAndRestore would delete the backup), so --resume
-    would skip the rest of that epoch or start over. Raising leaves the last complete epoch's
-    backup and logs exactly as a crash would, which --resume handles.
+    Why raise instead of `model.stop_training = True`: Keras would then still validate and call
+    on_epoch_end for the half-done epoch (EpochBackup would record it as complete, CSVLogger would
+    log it), so a resume would skip the rest of that epoch. Raising leaves the last complete epoch's
+    backup and logs exactly as a crash would, which a resume handles.
     """
 
     def __init__(self, requested: Callable[[], bool]) -> None:

@@ -20,11 +20,11 @@ import numpy as np
 
 from fer_core.emotions import EMOTION_INDEX, EMOTIONS, FACE_SIZE, FER2013_CSV_ORDER
 from fer_core.preprocess import to_face_input
+from training.config import AUGMENT_LEVELS, SPLITS
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp"})
-SPLITS = ("train", "val", "test")
 CSV_USAGE = {"train": "Training", "val": "PublicTest", "test": "PrivateTest"}
 CSV_NAME = "fer2013.csv"
 MAX_LISTED = 20  # how many bad files an error message names
@@ -217,7 +217,6 @@ def _load_csv_split(csv_path: Path, split: str, *, skip_corrupt: bool = False) -
 
 # --- tf.data ----------------------------------------------------------------------------
 
-AUGMENT_LEVELS = ("none", "light", "standard", "strong")
 _AUGMENT_STRENGTH = {"light": 0.5, "standard": 1.0, "strong": 1.5}
 # Random erasing (Zhong et al. 2020): each side of the patch is sqrt(U(a, b)) of the face's side.
 ERASING_SCALE = (0.02, 0.33)

@@ -35,7 +35,8 @@ from fer_core.classify import KerasClassifier, LiteRTClassifier
 from fer_core.emotions import FACE_SIZE
 from fer_core.model_io import H5_FILE, KERAS_FILE, TFLITE_FILE, ModelError, load_keras_model, save_keras_float16
 from training import runs
-from training.data import SPLITS, DatasetError, load_split
+from training.config import SPLITS
+from training.data import DatasetError, load_split
 from training.inference import DEFAULT_BATCH_SIZE, predict, time_per_face
 
 log = logging.getLogger(__name__)

@@ -30,6 +30,8 @@ IMAGENET_NOTOP_FILE = "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"
 # Blocks opened for fine-tuning a pretrained base: the last two Inception modules.
 FINE_TUNE_FROM_LAYER = "mixed9"
 BASE_NAME = "inception_v3"
+# Not decayed: BatchNorm scales and offsets and biases (shrinking them only fights the normalisation).
+NO_DECAY_VARIABLES = ("gamma", "beta", "bias")
 
 
 def resolve_imagenet_weights(weights: str | Path | None) -> str | None:
@@ -122,6 +124,16 @@ def unfreeze(model: keras.Model, from_layer: str = FINE_TUNE_FROM_LAYER) -> None
         layer.trainable = i >= cut and not isinstance(layer, layers.BatchNormalization)
 
 
+def all_layers(model: keras.Model) -> list[keras.Layer]:
+    """Every layer of `model`, those of nested models (the InceptionV3 base) included."""
+    found = []
+    for layer in model.layers:
+        found.append(layer)
+        if isinstance(layer, keras.Model):
+            found += all_layers(layer)
+    return found
+
+
 def recalibrate_batch_norm(model: keras.Model, faces: np.ndarray, batch_size: int = 128) -> int:
     """Re-estimate the moving mean and variance of every trainable BatchNorm layer on `faces`.
 
@@ -131,10 +143,7 @@ def recalibrate_batch_norm(model: keras.Model, faces: np.ndarray, batch_size: in
     batch's statistics, for the weights the model holds now. Frozen layers keep theirs (Keras runs
     them in inference mode). Returns the number of layers re-estimated.
     """
-    norms = [
-        layer for layer in model._flatten_layers(include_self=False)
-        if isinstance(layer, layers.BatchNormalization) and layer.trainable
-    ]
+    norms = [layer for layer in all_layers(model) if isinstance(layer, layers.BatchNormalization) and layer.trainable]
     if not norms or len(faces) == 0:
         return 0
     momenta = [layer.momentum for layer in norms]
@@ -202,3 +211,18 @@ def unfreeze_all(model: keras.Model) -> None:
     base.trainable = True
     for layer in base.layers:
         layer.trainable = True
+
+
+def make_optimizer(lr: float, epsilon: float, ema: float, weight_decay: float,
+                   rate_multipliers: dict[str, float] | None = None) -> keras.optimizers.Optimizer:
+    """Adam, with a moving average of the weights if `ema`, decoupled weight decay if `weight_decay`,
+    and per-variable learning-rate multipliers if `rate_multipliers` (a partly pretrained base)."""
+    options = {"epsilon": epsilon, "weight_decay": weight_decay or None, "use_ema": ema > 0,
+               "ema_momentum": ema or 0.99}
+    if rate_multipliers:
+        optimizer: keras.optimizers.Optimizer = LayerwiseAdam(lr, rate_multipliers=rate_multipliers, **options)
+    else:
+        optimizer = keras.optimizers.Adam(lr, **options)
+    if weight_decay:
+        optimizer.exclude_from_weight_decay(var_names=list(NO_DECAY_VARIABLES))
+    return optimizer

@@ -23,6 +23,7 @@ from streamlit.testing.v1 import AppTest
 import training.runs as runs
 from fer_core.emotions import EMOTIONS
 from fer_core.settings import Settings, get_settings
+from training import launch
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = ROOT / "pages"
@@ -74,7 +75,7 @@ def app_env(
     # A failed slow test must not leave its detached training process running.
     for run in runs.list_runs(settings.runs_dir):
         if run.is_active:
-            runs.stop_run(run)
+            launch.stop_run(run)
 
 
 @pytest.fixture
@@ -91,6 +92,8 @@ def server_address() -> Iterator[Callable[[str], None]]:
 
 
 # --- training runs -------------------------------------------------------------------------------
+
+FAKE_DATA = "/datasets/fake"
 
 
 def progress_records(epochs: int, steps: int = 10, upto_epoch: int | None = None) -> list[dict[str, Any]]:
@@ -118,34 +121,60 @@ def make_fake_run(
     evaluated: bool = False,
     exported: bool = False,
     created_at: float | None = None,
+    log: str | None = None,
+    **state: Any,
 ) -> Path:
-    """A run directory in the layout training.runs documents, without training anything."""
+    """A run directory in the layout training.runs documents, without training anything.
+
+    `state`: more status.json fields (phase, pid, message, ...); `log`: the train.log text.
+    """
     from fer_core.model_io import KERAS_FILE, TFLITE_FILE
-    from training.evaluate import score
+    from training.metrics import score
 
     run_dir = runs_dir / name
     run_dir.mkdir(parents=True)
-    runs.write_json_atomic(run_dir / runs.CONFIG_FILE, {"data": "/datasets/fake", "epochs": epochs,
+    runs.write_json_atomic(run_dir / runs.CONFIG_FILE, {"data": FAKE_DATA, "epochs": epochs,
                                                         "batch_size": 8, "lr": 1e-3, "image_size": 75})
     upto = epochs if status == "finished" else 1
     lines = progress_records(epochs, upto_epoch=upto)
     (run_dir / runs.PROGRESS_FILE).write_text("".join(json.dumps(r) + "\n" for r in lines), encoding="utf-8")
-    (run_dir / runs.LOG_FILE).write_text(f"log line for {name}\nlast line of {name}\n", encoding="utf-8")
-    runs.update_status(run_dir, status, created_at=created_at or time.time(), started_at=time.time(),
-                       epoch=upto, val_accuracy=0.36, message="")
+    default_log = f"log line for {name}\nlast line of {name}\n"
+    (run_dir / runs.LOG_FILE).write_text(default_log if log is None else log, encoding="utf-8")
+    runs.update_status(run_dir, status, **{"created_at": created_at or time.time(), "started_at": time.time(),
+                                           "epoch": upto, "val_accuracy": 0.36, "message": "", **state})
     if evaluated:
         rng = np.random.default_rng(0)
         labels = np.repeat(np.arange(6), 5)  # "surprise" absent: the page must show it as not scored
         probs = rng.dirichlet(np.ones(len(EMOTIONS)), len(labels))
         probs[np.arange(len(labels)), labels] += 0.5  # mostly right
         probs /= probs.sum(axis=1, keepdims=True)
-        runs.write_json_atomic(run_dir / runs.EVALUATION_FILE, score(probs, labels))
+        # As training.evaluate writes it: the scores and where they were measured.
+        report = {**score(probs, labels), "data": FAKE_DATA, "split": "val"}
+        runs.write_json_atomic(run_dir / runs.EVALUATION_FILE, report)
     if exported:
         export = run_dir / runs.EXPORT_DIR
         export.mkdir()
-        (export / KERAS_FILE).write_bytes(b"not a real model")
-        (export / TFLITE_FILE).write_bytes(b"not a real model")
+        (export / KERAS_FILE).write_bytes(f"not a real model: {name}".encode())
+        (export / TFLITE_FILE).write_bytes(f"not a real model: {name}".encode())
+        runs.write_json_atomic(export / "calibration.json", {"temperature": 0.8, "ece_after": 0.05})
     return run_dir
+
+
+@pytest.fixture
+def training_pid() -> Iterator[int]:
+    """A live process that reads as a training run (its command line says training.train), ended afterwards."""
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", "training.train"])
+    deadline = time.monotonic() + 10
+    while not runs.is_training_process(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    yield proc.pid
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+    proc.wait()
 
 
 def zip_folder(folder: Path, zip_path: Path, top: str | None = "fer-mini") -> bytes:

@@ -53,7 +53,7 @@ def classes(app_env: Settings) -> Iterator[ClassStore]:
 
 @pytest.fixture
 def fake_model(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(class_support, "load_classifier", lambda *args: FakeClassifier())
+    monkeypatch.setattr(class_support, "classifier_for", lambda *args: FakeClassifier())
 
 
 def open_class(classes: ClassStore, name: str = HTML_NAME, **kw: Any) -> Any:

@@ -73,7 +73,7 @@ def test_analyze_video_stores_a_recording_session(video: Path, settings: Setting
 
 def test_cli_writes_the_table_and_summary(video: Path, settings: Settings, tmp_path: Path,
                                            monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
-    monkeypatch.setattr(analyze, "load_classifier", lambda *a, **k: FakeClassifier("happy"))
+    monkeypatch.setattr(analyze, "classifier_for", lambda *a, **k: FakeClassifier("happy"))
     db = f"sqlite:///{tmp_path / 'cli.sqlite'}"
     for suffix in (".csv", ".parquet"):
         out = tmp_path / f"results{suffix}"

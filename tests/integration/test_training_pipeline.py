@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 from fer_core.emotions import EMOTIONS
-from training import runs
+from training import launch, runs
+from training.config import TrainConfig
 
 pytestmark = pytest.mark.slow
 
@@ -157,7 +158,8 @@ def test_csv_format_trains_too_with_mixup_erasing_weight_decay_and_distillation(
 ) -> None:
     from training.data import load_split
     from training.inference import load_predictor, predict
-    from training.train import TEACHER_TARGETS_FILE, main
+    from training.runs import TEACHER_TARGETS_FILE
+    from training.train import main
 
     teacher = folder_run / runs.BEST_MODEL_FILE
     rc = main(["--data", str(tiny_datasets["csv"]), *TINY, "--no-export", "--runs-dir", str(tmp_path),
@@ -197,7 +199,10 @@ def test_fine_tuning_warms_up_then_decays_on_a_cosine_with_the_adam_epsilon_aske
     assert runs.read_json(run_dir / runs.CONFIG_FILE)["lr_schedule"] == "cosine"
     # 42 images in batches of 16: 3 steps an epoch. Epoch 1 is the warm-up, so its last step ran at
     # 0.1 + 0.9 * 2/3 of 1e-4. The cosine then spans steps 3..6: step 5 is 2/3 of the way down to 1e-6.
-    last_steps = [(r["epoch"], r["step"], r["lr"]) for r in runs.read_progress(run_dir) if r["kind"] == "batch"]
+    # Epochs this short log every batch (runs.progress_interval), so their curves have points within the epoch.
+    batches = [(r["epoch"], r["step"], r["lr"]) for r in runs.read_progress(run_dir) if r["kind"] == "batch"]
+    assert [(epoch, step) for epoch, step, _ in batches] == [(1, 1), (1, 2), (1, 3), (2, 1), (2, 2), (2, 3)]
+    last_steps = [batch for batch in batches if batch[1] == 3]
     assert last_steps == [(1, 3, pytest.approx(7e-5, rel=1e-3)), (2, 3, pytest.approx(2.575e-5, rel=1e-3))]
     optimizer = keras.saving.load_model(run_dir / runs.BEST_MODEL_FILE).optimizer
     assert optimizer.epsilon == pytest.approx(0.1)
@@ -210,7 +215,7 @@ def test_ema_run_validates_and_checkpoints_the_average_with_its_own_batch_norm_s
 
     from fer_core.model_io import load_keras_model
     from training import data as data_lib
-    from training.model import recalibrate_batch_norm
+    from training.model import all_layers, recalibrate_batch_norm
     from training.train import main
 
     rc = main(["--data", str(tiny_datasets["folder"]), *TINY, "--epochs", "2", "--no-export", "--runs-dir",
@@ -234,7 +239,7 @@ def test_ema_run_validates_and_checkpoints_the_average_with_its_own_batch_norm_s
     train = data_lib.load_split(tiny_datasets["folder"], "train", skip_corrupt=False)
     seed = runs.read_json(run_dir / runs.CONFIG_FILE)["seed"]
     pick = np.random.default_rng(seed).permutation(len(train))[:32]
-    norms = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+    norms = [layer for layer in all_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
     saved_stats = [layer.moving_variance.numpy().copy() for layer in norms]
     assert recalibrate_batch_norm(model, train.images[pick][..., None].astype(np.float32)) == len(norms) == 94
     for layer, before in zip(norms, saved_stats, strict=True):
@@ -265,7 +270,7 @@ def test_precise_batch_norm_averages_each_batchs_statistics_and_leaves_frozen_la
 def test_weight_decay_shrinks_kernels_but_not_batch_norm_or_biases() -> None:
     import keras
 
-    from training.train import make_optimizer
+    from training.model import make_optimizer
 
     inputs = keras.Input((4,))
     norm = keras.layers.BatchNormalization()
@@ -286,59 +291,71 @@ def test_weight_decay_shrinks_kernels_but_not_batch_norm_or_biases() -> None:
     assert model.count_params() == 4 * 4 + 4 * 3 + 3
 
 
-def test_cosine_decay_goes_from_the_base_rate_to_the_floor_and_leaves_the_warm_up_alone() -> None:
+def test_the_schedule_callbacks_set_the_optimizers_rate_from_the_global_step() -> None:
     import keras
 
     from training.callbacks import CosineDecay, LinearWarmup
 
-    warmup = LinearWarmup(1e-3, warmup_steps=10, steps_per_epoch=5)
-    assert [warmup.lr_at(step) for step in (0, 5, 10, 11)] == [pytest.approx(1e-4), pytest.approx(5.5e-4), 1e-3, None]
-
     model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
     model.compile(optimizer=keras.optimizers.Adam(0.5), loss="mse")
     decay = CosineDecay(base_lr=1e-3, min_lr=1e-5, start_step=10, end_step=30, steps_per_epoch=10)
-    decay.set_model(model)
+    warmup = LinearWarmup(1e-3, warmup_steps=10, steps_per_epoch=10)
 
-    def lr_at(epoch: int, batch: int) -> float:
-        decay.on_epoch_begin(epoch)
-        decay.on_train_batch_begin(batch)
+    def lr_at(callback: keras.callbacks.Callback, epoch: int, batch: int) -> float:
+        callback.set_model(model)
+        callback.on_epoch_begin(epoch)
+        callback.on_train_batch_begin(batch)
         return float(model.optimizer.learning_rate.numpy())
 
-    assert lr_at(0, 9) == 0.5  # step 9 belongs to the warm-up: untouched
-    assert lr_at(1, 0) == pytest.approx(1e-3)
-    assert lr_at(2, 0) == pytest.approx((1e-3 + 1e-5) / 2)  # half way
-    assert lr_at(2, 5) < lr_at(1, 5)
-    assert decay.lr_at(30) == decay.lr_at(99) == pytest.approx(1e-5)  # the floor at the end and after
-    # A phase no longer than its warm-up has no decay steps; it does not divide by zero.
-    assert CosineDecay(1e-3, 1e-5, start_step=3, end_step=3, steps_per_epoch=3).lr_at(3) == pytest.approx(1e-5)
+    assert lr_at(decay, 0, 9) == 0.5  # step 9 belongs to the warm-up: untouched
+    assert lr_at(warmup, 0, 5) == pytest.approx(5.5e-4)
+    assert lr_at(decay, 1, 0) == pytest.approx(1e-3)
+    assert lr_at(decay, 2, 0) == pytest.approx((1e-3 + 1e-5) / 2)  # half way
+    assert lr_at(warmup, 2, 0) == pytest.approx((1e-3 + 1e-5) / 2)  # after its steps the warm-up leaves it alone
 
 
-def test_resumed_ema_callback_swaps_the_raw_weights_back_before_training() -> None:
+def test_an_ema_backup_is_restored_with_the_raw_weights_in_the_model_and_the_average_in_the_optimizer(
+    tmp_path: Path,
+) -> None:
     import keras
 
-    from training.callbacks import ResumableSwapEMAWeights
+    from training.callbacks import EpochBackup, restore_backup, swap_average_and_weights
 
-    def model_after_epoch_begin(restored_from_backup: bool) -> float:
+    def ema_model() -> keras.Model:
         model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, use_bias=False)])
         model.compile(optimizer=keras.optimizers.Adam(use_ema=True), loss="mse")
         model.optimizer.build(model.trainable_variables)
-        # A backup is saved in the swapped state: the average in the model, the raw weights in the slot.
-        model.trainable_variables[0].assign(np.full((1, 1), 2.0))
-        model.optimizer._model_variables_moving_average[0].assign(np.full((1, 1), 5.0))
-        callback = ResumableSwapEMAWeights(restored_from_backup=restored_from_backup)
-        callback.set_model(model)
-        callback.on_epoch_begin(0)
+        return model
+
+    def weight(model: keras.Model) -> float:
         return float(model.trainable_variables[0].numpy()[0, 0])
 
-    assert model_after_epoch_begin(restored_from_backup=True) == 5.0  # training goes on from the raw weights
-    assert model_after_epoch_begin(restored_from_backup=False) == 2.0  # a fresh fit: nothing was swapped
+    # A backup is saved in the swapped state: the average (5) in the model, the raw weights (2) in the optimizer.
+    saved = ema_model()
+    saved.trainable_variables[0].assign(np.full((1, 1), 2.0))
+    swap_average_and_weights(saved)  # the optimizer's average (its initial copy, 0) comes in; 2 goes to the slot
+    saved.trainable_variables[0].assign(np.full((1, 1), 5.0))
+    backup = EpochBackup(tmp_path / "backup")
+    backup.set_model(saved)
+    backup.on_epoch_end(2)
+    assert runs.backup_epoch(tmp_path / "backup") == 3
+
+    resumed = ema_model()
+    assert restore_backup(resumed, tmp_path / "backup", averaged=True) == 3
+    assert weight(resumed) == 2.0  # training goes on from the raw weights
+    swap_average_and_weights(resumed)
+    assert weight(resumed) == 5.0  # and the average is where the EMA callback expects it
+    plain = ema_model()
+    assert restore_backup(plain, tmp_path / "backup", averaged=False) == 3 and weight(plain) == 5.0
+    assert restore_backup(ema_model(), tmp_path / "nothing", averaged=True) is None
 
 
 def test_publish_exports_calibrates_and_evaluates_with_the_temperature(
     folder_run: Path, tiny_datasets: dict[str, Path], tmp_path: Path
 ) -> None:
+    from training.card import model_card
     from training.evaluate import evaluate_model_file
-    from training.publish import model_card, publish
+    from training.publish import publish
 
     out = tmp_path / "published"
     metrics = publish(folder_run, tiny_datasets["folder"], out)  # nothing published there yet: no bar
@@ -447,16 +464,16 @@ def test_stop_kill_and_resume_a_detached_run(tiny_datasets: dict[str, Path], tmp
     """Stop (SIGTERM) and SIGKILL a detached run; each --resume continues after the last completed epoch."""
     epochs = 5
     runs_dir = tmp_path / "runs"
-    options = {"data": str(tiny_datasets["folder"]), "epochs": epochs, "batch_size": 8, "image_size": 75,
-               "weights": "none", "augment": "none", "no_export": True, "run_name": "resumable"}
-    info = runs.launch_run(runs_dir, options)
+    config = TrainConfig(data=tiny_datasets["folder"], epochs=epochs, batch_size=8, image_size=75, weights="none",
+                         augment="none", export=False)
+    info = launch.launch_run(runs_dir, config, "resumable")
     run_dir = info.path
     backup = run_dir / "backup" / "all"
     log = run_dir / runs.LOG_FILE
     try:
         # 1. Stop after the first epoch's backup: the run says "stopped" and keeps its backup.
         wait_until(lambda: (runs.backup_epoch(backup) or 0) >= 1, 600, "epoch 1's backup")
-        assert runs.stop_run(runs.read_run(run_dir))
+        assert launch.stop_run(runs.read_run(run_dir))
         wait_until(lambda: not runs.read_run(run_dir).is_active, 120, "the stopped run to exit")
         stopped = runs.read_run(run_dir)
         assert stopped.status == "stopped", log.read_text()
@@ -465,7 +482,7 @@ def test_stop_kill_and_resume_a_detached_run(tiny_datasets: dict[str, Path], tmp
         assert history_epochs(run_dir) == list(range(k1))
 
         # 2. Resume, then SIGKILL after one more epoch: the run reads as "interrupted".
-        runs.resume_run(stopped)
+        launch.resume_run(stopped)
         wait_until(lambda: (runs.backup_epoch(backup) or 0) >= k1 + 1, 600, "the resumed run's next backup")
         pid = runs.read_json(run_dir / runs.LAUNCH_FILE)["pid"]
         os.kill(pid, signal.SIGKILL)
@@ -476,7 +493,7 @@ def test_stop_kill_and_resume_a_detached_run(tiny_datasets: dict[str, Path], tmp
         assert k1 < k2 < epochs
 
         # 3. Resume to the end: every epoch logged exactly once, in order.
-        runs.resume_run(killed)
+        launch.resume_run(killed)
         wait_until(lambda: not runs.read_run(run_dir).is_active, 900, "the resumed run to finish", poll=0.5)
     finally:
         current = runs.read_run(run_dir)
@@ -498,7 +515,7 @@ def test_stop_kill_and_resume_a_detached_run(tiny_datasets: dict[str, Path], tmp
 def test_layerwise_adam_steps_each_variable_at_its_share_of_the_rate_in_fit_too() -> None:
     import keras
 
-    from training.train import make_optimizer
+    from training.model import make_optimizer
 
     keras.utils.set_random_seed(0)
     first, second = keras.layers.Dense(3, name="first"), keras.layers.Dense(1, name="second")
@@ -546,8 +563,8 @@ def test_a_run_from_a_partly_pretrained_file_trains_as_a_whole_and_names_the_blo
 ) -> None:
     import keras
 
+    from training.card import run_stages
     from training.model import build_model
-    from training.publish import run_stages
     from training.train import main
 
     weights = tmp_path / "base.weights.h5"

@@ -13,7 +13,7 @@ from fer_core.calibration import CALIBRATION_FILE, Calibration, apply_temperatur
 from fer_core.classify import EmotionClassifier
 from fer_core.model_io import ModelError
 from training.calibrate import calibration_record, fit_temperature, negative_log_likelihood
-from training.evaluate import expected_calibration_error
+from training.metrics import expected_calibration_error
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -97,3 +97,24 @@ def test_progress_frame_and_training_curves() -> None:
     assert train_x == [0.5, 1.0]
     s = spec(charts.training_curves_chart(records))
     assert [panel["title"] for panel in s["hconcat"]] == ["Loss", "Accuracy"]
+
+
+def drawn_as_points(chart_spec: dict, split: str) -> bool:
+    """Whether a panel of the curves draws `split`'s values as points (a single value makes no line)."""
+    return any(layer["mark"]["type"] == "point" and f"'{split}'" in str(layer.get("transform"))
+               for layer in chart_spec["hconcat"][0]["layer"])
+
+
+def test_a_curve_of_one_training_point_is_visible() -> None:
+    # The first progress line of a long first epoch, or the only training point of a 1-epoch run.
+    first_line = [{"kind": "batch", "epoch": 1, "epochs": 3, "step": 4, "steps": 10, "loss": 1.9, "accuracy": 0.2}]
+    s = spec(charts.training_curves_chart(first_line))
+    assert drawn_as_points(s, "train") and drawn_as_points(s, "val")
+
+
+def test_progress_lines_come_often_enough_for_a_short_epoch_to_have_a_curve() -> None:
+    from training.runs import progress_interval
+
+    assert progress_interval(437, 20) == 20  # FER2013 at batch 64: every 20 batches, 22 lines an epoch
+    assert progress_interval(11, 20) == 1  # a tiny data set: every batch, not only at the epoch's end
+    assert progress_interval(60, 20) == 6

@@ -1,4 +1,4 @@
-"""training.runs.extract_dataset_zip: uploads are extracted only when safe and shaped like a data set."""
+"""training.dataset_zip.extract_dataset_zip: uploads are extracted only when safe and shaped like a data set."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import fake_face
 from training.data import load_split
-from training.runs import DatasetZipError, extract_dataset_zip
+from training.dataset_zip import DatasetZipError, extract_dataset_zip
 
 PNG = cv2.imencode(".png", fake_face(0, 0))[1].tobytes()
 LIMITS = {"max_members": 100, "max_uncompressed_bytes": 1_000_000}
@@ -127,8 +127,14 @@ def test_wrong_layout_gets_a_clear_message(tmp_path: Path, members: dict[str, by
 def test_not_a_zip_and_non_empty_destination(tmp_path: Path) -> None:
     fake = tmp_path / "fake.zip"
     fake.write_bytes(b"this is not a zip")
-    with pytest.raises(DatasetZipError, match="not a readable zip file"):
+    with pytest.raises(DatasetZipError, match=r"fake\.zip is not a zip file"):
         extract_dataset_zip(fake, tmp_path / "out", **LIMITS)
+    # An upload spooled to a temporary file is named as the user named it, never by the temporary name.
+    spooled = tmp_path / ".upload-k2j4h1.zip"
+    spooled.write_bytes(b"%PDF-1.7 a document, not a zip")
+    with pytest.raises(DatasetZipError) as err:
+        extract_dataset_zip(spooled, tmp_path / "out", source_name="faces.pdf", **LIMITS)
+    assert str(err.value) == "faces.pdf is not a zip file; upload the data set as a .zip archive"
     dest = tmp_path / "busy"
     dest.mkdir()
     (dest / "keep.txt").write_text("mine")

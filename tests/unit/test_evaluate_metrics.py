@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from fer_core.emotions import EMOTION_INDEX, EMOTIONS
-from training.evaluate import expected_calibration_error, format_report, score, write_outputs
+from training.evaluate import format_report, write_outputs
+from training.metrics import expected_calibration_error, score
 
 
 def one_hot_probs(preds: list[int], confidence: float = 0.9) -> np.ndarray:

@@ -9,21 +9,22 @@ from pathlib import Path
 import pytest
 
 from fer_core.emotions import EMOTIONS
+from fer_core.registry import ModelRegistry
 from fer_core.settings import get_settings
 from training import publish as publish_module
 from training import runs
-from training.publish import (
+from training.card import (
     PROJECT_README,
     RESULTS_END,
     RESULTS_START,
     build_metrics,
     init_record,
     model_card,
-    publish_refusal,
     readme_with_results,
     results_table,
     training_stages,
 )
+from training.publish import publish_refusal
 
 
 def _report(accuracy: float) -> dict:
@@ -39,8 +40,9 @@ def _report(accuracy: float) -> dict:
 def _run(tmp_path: Path) -> Path:
     run = tmp_path / "run-a"
     run.mkdir()
-    runs.write_json_atomic(run / runs.CONFIG_FILE, {"image_size": 75, "lr": 3e-4, "batch_size": 64,
-                                                    "augment": "standard", "label_smoothing": 0.1, "dropout": 0.4})
+    runs.write_json_atomic(run / runs.CONFIG_FILE, {"data": "/data/fer2013", "image_size": 75, "lr": 3e-4,
+                                                    "batch_size": 64, "augment": "standard", "label_smoothing": 0.1,
+                                                    "dropout": 0.4})
     runs.write_json_atomic(run / runs.STATUS_FILE, {"status": "running", "weights_used": "none"})
     (run / runs.HISTORY_FILE).write_text("epoch,accuracy,val_accuracy\n0,0.3,0.31\n1,0.5,0.55\n2,0.6,0.54\n")
     # Two process segments (a resume restarts elapsed_s): 100 s, then 30 s.
@@ -274,9 +276,9 @@ def test_a_readme_without_the_markers_stops_publish_before_the_model_is_replaced
             (staging / name).write_bytes(b"new")
         return {}
 
-    monkeypatch.setattr("training.export.export_model", fake_export)
-    monkeypatch.setattr("training.evaluate.evaluate_model_file", lambda *a, **k: _report(0.7))
-    monkeypatch.setattr("training.calibrate.calibrate_model", lambda *a, **k: _calibration())
+    monkeypatch.setattr(publish_module, "export_model", fake_export)
+    monkeypatch.setattr(publish_module, "evaluate_model_file", lambda *a, **k: _report(0.7))
+    monkeypatch.setattr(publish_module, "calibrate_model", lambda *a, **k: _calibration())
     with pytest.raises(SystemExit, match="no <!-- model-results:start -->"):
         publish_module.publish(run, tmp_path, out, readme=readme)
     assert (out / "model.keras").read_bytes() == b"old model"
@@ -284,7 +286,7 @@ def test_a_readme_without_the_markers_stops_publish_before_the_model_is_replaced
 
 
 def test_the_shipped_model_card_and_the_readme_show_the_same_figures() -> None:
-    shipped = get_settings().shipped_model_dir
+    shipped = ModelRegistry.from_settings(get_settings()).shipped.path
     metrics = json.loads((shipped / "metrics.json").read_text(encoding="utf-8"))
     assert (shipped / "README.md").read_text(encoding="utf-8") == model_card(metrics)
     readme = PROJECT_README.read_text(encoding="utf-8")

@@ -158,13 +158,13 @@ def test_open_uses_settings_and_overrides(store: Store, settings: Settings) -> N
 def test_open_loads_the_configured_model_backend_and_flip_choice(
     store: Store, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import fer_core.session as session_module
+    import fer_core.registry as registry_module
 
     asked: list[tuple] = []
-    monkeypatch.setattr(session_module, "load_classifier", lambda *args: asked.append(args) or FakeClassifier())
+    monkeypatch.setattr(registry_module, "load_classifier", lambda *args: asked.append(args) or FakeClassifier())
     configured = settings.model_copy(update={"classifier_backend": "keras", "classifier_flip_average": True})
     LiveSession.open(configured, name="x", store=store).stop()
-    assert asked == [(configured.active_model_dir(), "keras", True)]
+    assert asked == [(registry_module.ModelRegistry.from_settings(configured).active().path, "keras", True)]
 
 
 def test_stop_survives_a_failing_database(store: Store, settings: Settings) -> None:

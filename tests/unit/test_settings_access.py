@@ -8,6 +8,7 @@ import pytest
 from pydantic import SecretStr, ValidationError
 
 from fer_core import access
+from fer_core.registry import ModelRegistry
 from fer_core.settings import Settings
 
 
@@ -16,7 +17,7 @@ def test_defaults_point_at_embedded_sqlite_and_shipped_model(monkeypatch: pytest
     monkeypatch.delenv("DATABASE_URL", raising=False)
     settings = Settings()
     assert settings.db_url == f"sqlite:///{tmp_path / 'classmood.db'}"
-    assert settings.active_model_dir() == settings.models_dir / "fer-inceptionv3"
+    assert ModelRegistry.from_settings(settings).active().path == settings.models_dir / "fer-inceptionv3"
     assert settings.ice_servers == []
     assert settings.app_password is None
 
@@ -46,16 +47,6 @@ def test_flip_averaging_follows_the_model_unless_set(
     monkeypatch.setenv("CLASSMOOD_CLASSIFIER_FLIP_AVERAGE", "sometimes")
     with pytest.raises(ValidationError, match="classifier_flip_average"):
         Settings()
-
-
-def test_promoted_model_pointer_wins_over_shipped_model(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("CLASSMOOD_DATA_DIR", str(tmp_path))
-    promoted = tmp_path / "models" / "run-1"
-    promoted.mkdir(parents=True)
-    settings = Settings()
-    settings.active_model_pointer.write_text(str(promoted))
-    assert settings.active_model_dir() == promoted
-    assert Settings(model_path=tmp_path / "explicit").active_model_dir() == tmp_path / "explicit"
 
 
 def test_passwords_are_secret_and_empty_means_unset(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,4 +1,5 @@
-"""training.runs: run status logic, launching/stopping/resuming/promoting (with a stand-in trainer), log trimming."""
+"""training.runs, training.launch and training.promotion: run status logic, launching/stopping/resuming/promoting
+(with a stand-in trainer), log trimming, and the CLI's run options."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from fer_core.settings import Settings
-from training import runs
+from fer_core.registry import ModelRegistry
+from training import launch, promotion, runs
+from training.config import TrainConfig
 from training.train import build_parser, prepare_run
 from training.train import main as train_main
 
@@ -39,8 +41,8 @@ def runs_dir(tmp_path: Path) -> Iterator[Path]:
     """A runs folder; any stand-in trainer still running at the end is terminated (by its own pid)."""
     path = tmp_path / "runs"
     yield path
-    for launch in path.glob(f"*/{runs.LAUNCH_FILE}"):
-        pid = (runs.read_json(launch) or {}).get("pid")
+    for launch_file in path.glob(f"*/{runs.LAUNCH_FILE}"):
+        pid = (runs.read_json(launch_file) or {}).get("pid")
         if pid and runs.pid_alive(pid):
             os.kill(pid, signal.SIGKILL)
 
@@ -91,13 +93,13 @@ def test_train_cli_resume_refusals(tmp_path: Path) -> None:
         train_main(["--resume", str(finished)])
 
 
-def new_run(tmp_path: Path, *extra: str) -> tuple[Path, dict]:
+def new_run(tmp_path: Path, *extra: str) -> tuple[Path, TrainConfig]:
     """The run folder and config train.py makes for a new run with these options, data and runs under tmp_path."""
     args = build_parser().parse_args(["--data", str(tmp_path), "--runs-dir", str(tmp_path / "runs"), *extra])
     return prepare_run(args)
 
 
-def run_config(tmp_path: Path, *extra: str) -> dict:
+def run_config(tmp_path: Path, *extra: str) -> TrainConfig:
     return new_run(tmp_path, *extra)[1]
 
 
@@ -184,66 +186,70 @@ def test_backup_epoch_reads_keras_backup_metadata(tmp_path: Path) -> None:
 # --- options -------------------------------------------------------------------------------
 
 
-def test_options_to_args_validates_with_train_py_rules(tmp_path: Path) -> None:
-    args = runs.options_to_args({"data": "rel/data", "epochs": 5, "class_weights": True, "skip_corrupt": False})
-    assert args == ["--data", str(Path("rel/data").resolve()), "--epochs", "5", "--class-weights"]
-    with pytest.raises(ValueError, match="unknown training option 'epochz'"):
-        runs.options_to_args({"data": "d", "epochz": 5})
-    with pytest.raises(ValueError, match="must be positive"):
-        runs.options_to_args({"data": "d", "epochs": 0})
-    with pytest.raises(ValueError, match="--data is required"):
-        runs.options_to_args({"epochs": 3})
-    with pytest.raises(ValueError, match="invalid choice"):
-        runs.options_to_args({"data": "d", "augment": "extreme"})
-    with pytest.raises(ValueError, match="at least 75"):
-        runs.options_to_args({"data": "d", "image_size": 48})
+def test_cli_options_are_the_configs_fields_with_their_bounds(tmp_path: Path) -> None:
+    config = run_config(tmp_path, "--run-name", "opts", "--epochs", "5", "--class-weights", "--no-export")
+    assert (config.epochs, config.class_weights, config.export, config.skip_corrupt) == (5, True, False, False)
+    assert config.data == tmp_path.resolve()  # made absolute: the launched process runs in the project root
+    with pytest.raises(SystemExit, match=r"--epochs must be between 1 and 1000"):
+        run_config(tmp_path, "--run-name", "zero", "--epochs", "0")
+    with pytest.raises(SystemExit, match="--data is required"):
+        prepare_run(build_parser().parse_args(["--epochs", "3"]))
+    with pytest.raises(SystemExit):  # argparse: invalid choice
+        build_parser().parse_args(["--data", "d", "--augment", "extreme"])
+    with pytest.raises(SystemExit, match="--image-size must be between 75 and 299"):
+        run_config(tmp_path, "--run-name", "small", "--image-size", "48")
+    with pytest.raises(SystemExit, match=r"--resume takes only --epochs"):
+        prepare_run(build_parser().parse_args(["--resume", str(tmp_path), "--lr", "0.1"]))
+    assert not [p.name for p in (tmp_path / "runs").iterdir() if p.name != "opts"]  # refused runs left nothing
 
 
 # --- launch / busy / stop / resume ----------------------------------------------------------
 
 
 def test_launch_is_detached_and_a_second_launch_is_refused(runs_dir: Path, fake_python: str, tmp_path: Path) -> None:
-    info = runs.launch_run(runs_dir, {"data": str(tmp_path), "epochs": 2, "run_name": "first"}, python=fake_python)
+    info = launch.launch_run(runs_dir, TrainConfig(data=tmp_path, epochs=2), "first", python=fake_python)
     assert info.name == "first" and info.status == "queued" and info.is_active
-    launch = runs.read_json(info.path / runs.LAUNCH_FILE)
-    assert launch["command"][1:3] == ["-m", "training.train"]
-    assert "--run-name" in launch["command"] and str(runs_dir) in launch["command"]
-    pid = launch["pid"]
+    launched = runs.read_json(info.path / runs.LAUNCH_FILE)
+    # The config goes to the run folder first; the process is started with the file.
+    assert launched["command"][1:] == ["-m", "training.train", "--config", str(info.path / runs.CONFIG_FILE)]
+    assert runs.load_config(info.path) == TrainConfig(data=tmp_path, epochs=2, seed=info.config.seed)
+    pid = launched["pid"]
     assert os.getsid(pid) == pid  # its own session: Streamlit reruns and Ctrl-C do not reach it
     assert wait_for(lambda: "fake trainer:" in (info.path / runs.LOG_FILE).read_text())  # output goes to the log
 
-    with pytest.raises(runs.RunBusyError, match=r"run 'first' is queued .*only one training run at a time") as err:
-        runs.launch_run(runs_dir, {"data": str(tmp_path), "run_name": "second"}, python=fake_python)
+    with pytest.raises(launch.RunBusyError, match=r"run 'first' is queued .*only one training run at a time") as err:
+        launch.launch_run(runs_dir, TrainConfig(data=tmp_path), "second", python=fake_python)
     assert err.value.run.name == "first"
     assert not (runs_dir / "second").exists()
     assert runs.active_run(runs_dir).name == "first"
 
-    assert runs.stop_run(info) is True
+    assert launch.stop_run(info) is True
     assert wait_for(lambda: not runs.pid_alive(pid))
     assert "got-term" in (info.path / runs.LOG_FILE).read_text()  # SIGTERM, not SIGKILL
     assert runs.read_run(info.path).status == "stopped"
-    assert runs.stop_run(info) is False  # nothing left to stop
+    assert launch.stop_run(info) is False  # nothing left to stop
 
-    second = runs.launch_run(runs_dir, {"data": str(tmp_path), "run_name": "second"}, python=fake_python)
+    second = launch.launch_run(runs_dir, TrainConfig(data=tmp_path), "second", python=fake_python)
     assert second.is_active
-    runs.stop_run(second)
+    launch.stop_run(second)
 
 
 def test_launch_refuses_an_existing_run_name(runs_dir: Path, fake_python: str, tmp_path: Path) -> None:
     make_run(runs_dir, "taken", "failed")
     with pytest.raises(ValueError, match="run 'taken' already exists"):
-        runs.launch_run(runs_dir, {"data": str(tmp_path), "run_name": "taken"}, python=fake_python)
+        launch.launch_run(runs_dir, TrainConfig(data=tmp_path), "taken", python=fake_python)
     with pytest.raises(ValueError, match="invalid run name"):
-        runs.launch_run(runs_dir, {"data": str(tmp_path), "run_name": "../up"}, python=fake_python)
+        launch.launch_run(runs_dir, TrainConfig(data=tmp_path), "../up", python=fake_python)
 
 
 def test_an_externally_started_running_run_blocks_launches(runs_dir: Path, fake_python: str, tmp_path: Path) -> None:
     # A run started from a terminal (not through launch_run) is just as busy.
     proc = subprocess.Popen([fake_python, "-m", "training.train", "--data", "x"], start_new_session=True)
     try:
+        assert wait_for(lambda: runs.is_training_process(proc.pid))  # exec'd (a real run writes its pid later)
         make_run(runs_dir, "cli-run", "running", pid=proc.pid)
-        with pytest.raises(runs.RunBusyError, match="'cli-run' is running"):
-            runs.launch_run(runs_dir, {"data": str(tmp_path)}, python=fake_python)
+        with pytest.raises(launch.RunBusyError, match="'cli-run' is running"):
+            launch.launch_run(runs_dir, TrainConfig(data=tmp_path), python=fake_python)
     finally:
         proc.kill()
         proc.wait()
@@ -252,16 +258,18 @@ def test_an_externally_started_running_run_blocks_launches(runs_dir: Path, fake_
 def test_resume_run(runs_dir: Path, fake_python: str) -> None:
     finished = make_run(runs_dir, "done", "finished")
     with pytest.raises(ValueError, match="has finished"):
-        runs.resume_run(runs.read_run(finished), python=fake_python)
+        launch.resume_run(runs.read_run(finished), python=fake_python)
     crashed = make_run(runs_dir, "crashed", "running", pid=dead_pid())
-    info = runs.resume_run(runs.read_run(crashed), python=fake_python, epochs=8)
+    with pytest.raises(ValueError, match="--epochs must be between 1 and 1000"):
+        launch.resume_run(runs.read_run(crashed), python=fake_python, epochs=0)
+    info = launch.resume_run(runs.read_run(crashed), python=fake_python, epochs=8)
     assert info.status == "queued"
     command = runs.read_json(crashed / runs.LAUNCH_FILE)["command"]
     assert command[1:] == ["-m", "training.train", "--resume", str(crashed), "--epochs", "8"]
     other = make_run(runs_dir, "other", "stopped")
-    with pytest.raises(runs.RunBusyError, match="'crashed'"):
-        runs.resume_run(runs.read_run(other), python=fake_python)
-    runs.stop_run(info)
+    with pytest.raises(launch.RunBusyError, match="'crashed'"):
+        launch.resume_run(runs.read_run(other), python=fake_python)
+    launch.stop_run(info)
 
 
 # --- promote ----------------------------------------------------------------------------------
@@ -281,55 +289,57 @@ def _finished_run_with_export(runs_dir: Path, name: str = "good") -> Path:
 
 
 def test_promote_copies_the_export_and_points_the_app_at_it(runs_dir: Path, tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path / "appdata", models_dir=tmp_path / "shipped")
+    registry = ModelRegistry(tmp_path / "appdata", tmp_path / "shipped")
     run_dir = _finished_run_with_export(runs_dir)
-    dest = runs.promote_run(runs.read_run(run_dir), settings)
+    dest = promotion.promote_run(runs.read_run(run_dir), registry).path
     assert dest == tmp_path / "appdata" / "models" / "good"
     assert (dest / "model.keras").read_bytes() == b"keras-bytes"
     assert (dest / "model_int8.tflite").read_bytes() == b"tflite-bytes"
     assert json.loads((dest / runs.EVALUATION_FILE).read_text())["accuracy"] == 0.61
     assert json.loads((dest / "calibration.json").read_text())["temperature"] == 0.8  # the app's confidences
-    assert (dest / runs.CONFUSION_FILE).is_file()
-    assert settings.active_model_dir() == dest.resolve()
-    # Promoting again replaces the copy whole.
+    assert (dest / runs.CONFUSION_FILE).is_file() and (dest / "training_config.json").is_file()
+    assert json.loads((dest / "promoted.json").read_text())["run"] == "good"
+    assert registry.active().path == dest
+    # Promoting a re-exported run keeps the copy that was active before it.
     (run_dir / runs.EXPORT_DIR / "model.keras").write_bytes(b"new-keras")
-    runs.promote_run(runs.read_run(run_dir), settings)
-    assert (dest / "model.keras").read_bytes() == b"new-keras"
+    again = promotion.promote_run(runs.read_run(run_dir), registry).path
+    assert again.name == "good.2" and (again / "model.keras").read_bytes() == b"new-keras"
+    assert (dest / "model.keras").read_bytes() == b"keras-bytes"
     assert not [p for p in dest.parent.iterdir() if p.name.startswith(".")]
 
 
 def test_promote_refuses_unfinished_runs_and_runs_without_export(runs_dir: Path, tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path / "appdata", models_dir=tmp_path / "shipped")
+    registry = ModelRegistry(tmp_path / "appdata", tmp_path / "shipped")
     stopped = make_run(runs_dir, "stopped", "stopped")
     with pytest.raises(ValueError, match="run 'stopped' is stopped; only a finished run can be promoted"):
-        runs.promote_run(runs.read_run(stopped), settings)
+        promotion.promote_run(runs.read_run(stopped), registry)
     bare = make_run(runs_dir, "bare", "finished")
     with pytest.raises(ValueError, match=r"no complete export \(missing model.keras, model_int8.tflite"):
-        runs.promote_run(runs.read_run(bare), settings)
-    assert not settings.active_model_pointer.exists()
-    assert settings.active_model_dir() == settings.shipped_model_dir
+        promotion.promote_run(runs.read_run(bare), registry)
+    assert registry.active() == registry.shipped
+    assert not (tmp_path / "appdata" / "models").exists()
 
 
 def test_ema_and_precise_bn_are_checked_run_options(tmp_path: Path) -> None:
     defaults = run_config(tmp_path, "--run-name", "default")
-    assert defaults["ema"] == 0.0  # off unless asked for
-    assert defaults["precise_bn"] == 8192  # on unless turned off
-    assert run_config(tmp_path, "--run-name", "averaged", "--ema", "0.999")["ema"] == 0.999
+    assert defaults.ema == 0.0  # off unless asked for
+    assert defaults.precise_bn == 8192  # on unless turned off
+    assert run_config(tmp_path, "--run-name", "averaged", "--ema", "0.999").ema == 0.999
     for bad in ("1", "-0.1"):
         with pytest.raises(SystemExit, match=r"--ema must be in \[0, 1\)"):
             run_config(tmp_path, "--run-name", "bad", "--ema", bad)
-    with pytest.raises(SystemExit, match="--precise-bn must be 0"):
+    with pytest.raises(SystemExit, match="--precise-bn must be 0 or more"):
         run_config(tmp_path, "--run-name", "bad-bn", "--precise-bn", "-1")
 
 
 def test_each_run_gets_its_own_recorded_seed_and_a_resumed_run_moves_on(tmp_path: Path) -> None:
-    from training.train import data_seed
+    from training.trainer import data_seed
 
-    first = run_config(tmp_path, "--run-name", "one")["seed"]
-    second = run_config(tmp_path, "--run-name", "two")["seed"]
+    first = run_config(tmp_path, "--run-name", "one").seed
+    second = run_config(tmp_path, "--run-name", "two").seed
     assert first != second  # stages started with --init-from do not replay each other's epochs
     assert runs.read_json(tmp_path / "runs" / "one" / runs.CONFIG_FILE)["seed"] == first
-    assert run_config(tmp_path, "--run-name", "fixed", "--seed", "7")["seed"] == 7
+    assert run_config(tmp_path, "--run-name", "fixed", "--seed", "7").seed == 7
     run_dir = tmp_path / "runs" / "fixed"
     assert data_seed(run_dir, 7) == 7
     backup = run_dir / "backup" / "all"
@@ -340,47 +350,49 @@ def test_each_run_gets_its_own_recorded_seed_and_a_resumed_run_moves_on(tmp_path
 
 
 def test_adam_epsilon_is_a_checked_run_option(tmp_path: Path) -> None:
-    assert run_config(tmp_path, "--run-name", "default")["adam_epsilon"] == 1e-7  # Keras' own default
-    assert run_config(tmp_path, "--run-name", "steady", "--adam-epsilon", "0.1")["adam_epsilon"] == 0.1
+    assert run_config(tmp_path, "--run-name", "default").adam_epsilon == 1e-7  # Keras' own default
+    assert run_config(tmp_path, "--run-name", "steady", "--adam-epsilon", "0.1").adam_epsilon == 0.1
     with pytest.raises(SystemExit, match="--adam-epsilon must be positive"):
         run_config(tmp_path, "--run-name", "bad", "--adam-epsilon", "0")
 
 
 @pytest.mark.parametrize(("option", "key", "message"), [
     ("--mixup", "mixup", "--mixup must be between 0"),
-    ("--erasing", "erasing", "--erasing must be a probability between 0"),
+    ("--erasing", "erasing", "--erasing must be between 0 and 1"),
     ("--weight-decay", "weight_decay", "--weight-decay must be between 0"),
 ])
 def test_mixup_erasing_and_weight_decay_are_checked_run_options(
     tmp_path: Path, option: str, key: str, message: str
 ) -> None:
-    assert run_config(tmp_path, "--run-name", "default")[key] == 0.0  # off unless asked for
-    assert run_config(tmp_path, "--run-name", "on", option, "0.2")[key] == 0.2
+    assert getattr(run_config(tmp_path, "--run-name", "default"), key) == 0.0  # off unless asked for
+    assert getattr(run_config(tmp_path, "--run-name", "on", option, "0.2"), key) == 0.2
     for bad in ("-0.1", "1.5"):
         with pytest.raises(SystemExit, match=message):
             run_config(tmp_path, "--run-name", "bad", option, bad)
-    assert runs.options_to_args({"data": "d", key: 0.3})[2:] == [option, "0.3"]
+    assert getattr(TrainConfig.from_options({"data": "d", key: 0.3}), key) == 0.3  # the page's way in
 
 
 def test_distillation_is_a_checked_run_option_that_needs_a_teacher_model(tmp_path: Path) -> None:
     config = run_config(tmp_path, "--run-name", "default")
-    assert (config["distill_from"], config["distill_weight"]) == (None, 0.0)  # off unless asked for
+    assert (config.distill_from, config.distill_weight) == (None, 0.0)  # off unless asked for
     teacher = tmp_path / "models" / "fer"
     teacher.mkdir(parents=True)
     (teacher / "model.keras").write_bytes(b"")
     config = run_config(tmp_path, "--run-name", "kd", "--distill-from", str(teacher))
-    assert config["distill_from"] == str((teacher / "model.keras").resolve())  # the file, fixed at the start
-    assert config["distill_weight"] == 0.5
+    assert config.distill_from == (teacher / "model.keras").resolve()  # the file, fixed at the start
+    assert config.distill_weight == 0.5
     assert run_config(tmp_path, "--run-name", "kd7", "--distill-from", str(teacher),
-                      "--distill-weight", "0.7")["distill_weight"] == 0.7
+                      "--distill-weight", "0.7").distill_weight == 0.7
     with pytest.raises(SystemExit, match="--distill-from: model file not found"):
         run_config(tmp_path, "--run-name", "none", "--distill-from", str(tmp_path / "nope"))
     for bad in ("0", "1.5"):
         with pytest.raises(SystemExit, match=r"--distill-weight must be in \(0, 1\]"):
             run_config(tmp_path, "--run-name", "bad", "--distill-from", str(teacher), "--distill-weight", bad)
     assert not (tmp_path / "runs" / "none").exists() and not (tmp_path / "runs" / "bad").exists()
-    args = runs.options_to_args({"data": "d", "distill_from": str(teacher), "distill_weight": 0.3})
-    assert args[2:] == ["--distill-from", str(teacher.resolve()), "--distill-weight", "0.3"]
+    from training.config import resolve_inputs
+
+    config = resolve_inputs(TrainConfig.from_options({"data": "d", "distill_from": teacher, "distill_weight": 0.3}))
+    assert (config.distill_from, config.distill_weight) == ((teacher / "model.keras").resolve(), 0.3)
 
 
 def test_distillation_targets_mix_label_and_teacher_and_are_kept_for_a_resume(
@@ -390,7 +402,8 @@ def test_distillation_targets_mix_label_and_teacher_and_are_kept_for_a_resume(
 
     from training import inference
     from training.data import SplitData
-    from training.train import TEACHER_TARGETS_FILE, distillation_targets
+    from training.distill import TeacherTargetsError, distillation_targets
+    from training.runs import TEACHER_TARGETS_FILE
 
     labels = np.array([0, 3, 6], np.int32)
     split = SplitData(np.zeros((3, 48, 48), np.uint8), labels, ["angry", "happy", "surprise"])
@@ -402,7 +415,7 @@ def test_distillation_targets_mix_label_and_teacher_and_are_kept_for_a_resume(
 
     monkeypatch.setattr(inference, "load_predictor", load_predictor)
     monkeypatch.setattr(inference, "predict", lambda predictor, images: teacher if predictor == "teacher" else None)
-    config = {"distill_from": "/m/model.keras", "distill_weight": 0.25}
+    config = TrainConfig(data=tmp_path, distill_from="/m/model.keras", distill_weight=0.25)
 
     targets = distillation_targets(tmp_path, config, split)
     assert calls == ["/m/model.keras keras flip True"]
@@ -415,5 +428,5 @@ def test_distillation_targets_mix_label_and_teacher_and_are_kept_for_a_resume(
     np.testing.assert_allclose(distillation_targets(tmp_path, config, split), expected, rtol=1e-6)
     assert len(calls) == 1
     fewer = SplitData(split.images[:2], labels[:2], ["angry", "happy"])
-    with pytest.raises(SystemExit, match=r"for 2 training faces; the data set has changed"):
+    with pytest.raises(TeacherTargetsError, match=r"for 2 training faces; the data set has changed"):
         distillation_targets(tmp_path, config, fewer)
