@@ -58,7 +58,9 @@ class LiveSession:
         smoothing: float | None = None,
         detect_every: int | None = None,
         started_at: datetime | None = None,
+        annotate: bool = True,
     ) -> None:
+        """`annotate=False`: frames come back without boxes drawn (a recording nobody watches)."""
         settings = settings or get_settings()
         self.store = store
         self.source = source
@@ -71,6 +73,7 @@ class LiveSession:
                 smoothing=settings.smoothing if smoothing is None else smoothing,
             ),
             detect_every=settings.detect_every if detect_every is None else detect_every,
+            annotate=annotate,
             full_scan_every=settings.full_scan_every,
             pipelined=settings.pipelined,
         )
