@@ -59,7 +59,7 @@ class Settings(BaseSettings):
     min_face_px: int = Field(default=28, ge=24, le=400, description="Smallest face side in detection pixels.")
     detect_every: int = Field(default=1, ge=1, le=30, description="Run detection on every k-th analysed frame.")
     full_scan_every: int = Field(
-        default=5, ge=1, le=60,
+        default=10, ge=1, le=60,
         description="Scan the whole frame on every n-th detection (and when faces were lost); search only "
         "around the tracked faces in between. 1: always the whole frame.")
     pipelined: bool = Field(

@@ -115,3 +115,13 @@ def test_fer_settings_side_and_the_table(group_photos: Path) -> None:
     assert tally.frames == 2 and tally.faces >= 6 and tally.frames_with_face == 2 and tally.truth == 0
     table = comparison_table([tally], [side])
     assert "| fer settings, detection only |" in table and "1.00x" in table
+
+
+def test_process_rounds_pair_each_analyze_run_with_the_fer_loop_before_it(capsys) -> None:
+    from fer_core.bench import print_processes
+
+    runs = [{"process": "fer", "seconds": 30.0}, {"process": "analyze", "seconds": 10.0},
+            {"process": "fer", "seconds": 40.0}, {"process": "analyze", "seconds": 20.0}]
+    assert print_processes(runs, 300) == [3.0, 2.0]
+    out = capsys.readouterr().out
+    assert "| 1 | analyze | 10.0 | 30.0 | 3.00x |" in out and "Median over the rounds: analyze at 2.50x" in out
