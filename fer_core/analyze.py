@@ -195,8 +195,9 @@ def analyze_video_result(
 ) -> AnalysisResult:
     """Like `analyze_video`, with details. Raises VideoError (bad file; nothing stored) or StoreError.
 
-    Recordings detect on every analysed frame by default (`detect_every=1`): offline,
-    accuracy matters more than speed. Bucket times are a whole-second epoch base plus
+    Recordings detect on every analysed frame by default (`detect_every=1`), scanning the whole
+    frame as the `full_scan_every` setting says and searching near the tracked faces in between;
+    no boxes are drawn. Bucket times are a whole-second epoch base plus
     video time, so bucket k holds video second k and `elapsed_s` in the store is video time.
     """
     path = path if isinstance(path, InMemoryVideo) else Path(path)
@@ -212,7 +213,7 @@ def analyze_video_result(
     started_at = datetime.fromtimestamp(base, UTC)
     session = LiveSession(
         store, classifier, name=session_name or path.stem, class_label=class_label, source="recording",
-        settings=settings, detect_every=detect_every, started_at=started_at,
+        settings=settings, detect_every=detect_every, started_at=started_at, annotate=False,
     )
     reader = VideoReader(path, max_fps)
     frames = 0

@@ -260,8 +260,7 @@ def frame_delays(logs: list[StudentLog], first_seen: dict[int, float]) -> list[f
 def make_hub(class_store: ClassStore, info: ClassInfo, classifier: EmotionClassifier, settings: Settings,
              analysis_fps: float) -> ClassHub:
     return ClassHub(class_store, info, classifier,
-                    StreamSettings(analysis_fps, DetectorParams.from_settings(settings), settings.smoothing,
-                                   settings.track_max_age_s),
+                    StreamSettings.from_settings(settings, analysis_fps),
                     flush_interval_s=settings.flush_interval_s, member_timeout_s=settings.class_member_timeout_s)
 
 

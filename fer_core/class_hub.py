@@ -23,6 +23,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -32,6 +33,9 @@ from fer_core.classroom import ClassAccumulator, ClassSecond
 from fer_core.detect import DetectorParams, HaarFaceDetector
 from fer_core.pipeline import FramePipeline
 from fer_core.track import FaceTracker
+
+if TYPE_CHECKING:
+    from fer_core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +55,17 @@ class StreamSettings:
     smoothing: float
     track_max_age_s: float
     detect_every: int = 1
+    full_scan_every: int = 1  # >1: search near the tracked faces between full scans (FramePipeline)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, analysis_fps: float | None = None) -> StreamSettings:
+        return cls(
+            analysis_fps=settings.class_analysis_fps if analysis_fps is None else analysis_fps,
+            detector=DetectorParams.from_settings(settings),
+            smoothing=settings.smoothing,
+            track_max_age_s=settings.track_max_age_s,
+            full_scan_every=settings.full_scan_every,
+        )
 
 
 def browser_hash(salt: str, browser_key: str) -> str:
@@ -143,7 +158,7 @@ class ClassHub:
         pipeline = FramePipeline(
             HaarFaceDetector(s.detector), self.classifier,
             FaceTracker(max_age_s=s.track_max_age_s, smoothing=s.smoothing),
-            detect_every=s.detect_every, annotate=False,
+            detect_every=s.detect_every, annotate=False, full_scan_every=s.full_scan_every,
         )
         stream = StudentStream(self, member_id, next(self._ids), pipeline, 1.0 / s.analysis_fps)
         with self._lock:

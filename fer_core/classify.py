@@ -1,7 +1,7 @@
 """Emotion classifiers: one interface, one subclass per backend, chosen by a factory.
 
 - `KerasClassifier`: the `.keras` model (the reference; what evaluation uses).
-- `LiteRTClassifier`: the dynamic-range int8 export run by `ai_edge_litert` (fast path).
+- `LiteRTClassifier`: the int8 export (full-integer, or dynamic-range) run by `ai_edge_litert` (fast path).
 
 Every backend takes a batch of faces (n, 48, 48, 1) float32 in 0..255 (see
 `fer_core.preprocess.crop_faces`) and returns (n, 7) probabilities in EMOTIONS order,

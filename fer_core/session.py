@@ -59,7 +59,9 @@ class LiveSession:
         smoothing: float | None = None,
         detect_every: int | None = None,
         started_at: datetime | None = None,
+        annotate: bool = True,
     ) -> None:
+        """`annotate=False`: frames come back without boxes drawn (a recording nobody watches)."""
         settings = settings or get_settings()
         self.store = store
         self.source = source
@@ -72,6 +74,9 @@ class LiveSession:
                 smoothing=settings.smoothing if smoothing is None else smoothing,
             ),
             detect_every=settings.detect_every if detect_every is None else detect_every,
+            annotate=annotate,
+            full_scan_every=settings.full_scan_every,
+            pipelined=settings.pipelined,
         )
         self.aggregator = SessionAggregator(
             window_s=settings.live_window_s,
@@ -127,7 +132,8 @@ class LiveSession:
             if self._stopped:
                 return frame, []
             annotated, faces = self.pipeline.process(frame, now)
-            self.aggregator.add(now, faces)
+            if self.pipeline.result_time is not None:  # pipelined: the previous frame's faces, at its time
+                self.aggregator.add(self.pipeline.result_time, faces)
             self._last_faces = tuple(faces)
             if self.aggregator.has_pending:
                 self.writer.submit(self.session_id, self.aggregator.drain())
@@ -163,6 +169,10 @@ class LiveSession:
                 assert self._summary is not None
                 return self._summary
             self._stopped = True
+            if self.pipeline.has_pending:  # pipelined: the last frame's faces
+                last = self.pipeline.flush()
+                self.aggregator.add(self.pipeline.result_time, last)
+            self.pipeline.close()
             self.aggregator.close()
             self._summary = self.aggregator.summary()
             self.writer.submit(self.session_id, self.aggregator.drain())

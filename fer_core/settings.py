@@ -56,7 +56,15 @@ class Settings(BaseSettings):
     min_neighbors: int = Field(default=3, ge=1, le=20)
     min_face_fraction: float = Field(default=0.05, gt=0.0, lt=1.0, description="Min face side / frame height.")
     min_face_confidence: float = Field(default=1.0, description="Haar level weight below which boxes are dropped.")
-    detect_every: int = Field(default=2, ge=1, le=30, description="Run detection on every k-th analysed frame.")
+    min_face_px: int = Field(default=28, ge=24, le=400, description="Smallest face side in detection pixels.")
+    detect_every: int = Field(default=1, ge=1, le=30, description="Run detection on every k-th analysed frame.")
+    full_scan_every: int = Field(
+        default=10, ge=1, le=60,
+        description="Scan the whole frame on every n-th detection (and when faces were lost); search only "
+        "around the tracked faces in between. 1: always the whole frame.")
+    pipelined: bool = Field(
+        default=False, description="Detect the next frame on a second thread while this one is classified "
+        "(faces come one frame late). Pays only with a free CPU core.")
 
     # --- tracking and aggregation -------------------------------------------
     smoothing: float = Field(default=0.6, ge=0.0, lt=1.0, description="EMA weight of a track's past probabilities.")

@@ -126,6 +126,11 @@ class FaceTracker:
         self._expire(now)
         return [t.view() for t in self._tracks.values() if t.last_seen == self._last_update]
 
+    @property
+    def last_update(self) -> float | None:
+        """`now` of the last `update()`; tracks with this `last_seen` were found by the last detection."""
+        return self._last_update
+
     def active_tracks(self) -> list[Track]:
         """Every unexpired track, including ones missed by the last detection."""
         return [t.view() for t in self._tracks.values()]

@@ -14,7 +14,6 @@ from fer_core.batching import shared_batching_classifier
 from fer_core.class_hub import ClassHub, StreamSettings, hub_for
 from fer_core.class_store import ClassInfo, ClassStore, MaintenanceReport, get_class_store
 from fer_core.class_view import ClassView, read_class_view
-from fer_core.detect import DetectorParams
 from fer_core.registry import classifier_for
 from fer_core.settings import Settings
 
@@ -30,12 +29,7 @@ def class_store(settings: Settings) -> ClassStore:
 
 
 def stream_settings(settings: Settings) -> StreamSettings:
-    return StreamSettings(
-        analysis_fps=settings.class_analysis_fps,
-        detector=DetectorParams.from_settings(settings),
-        smoothing=settings.smoothing,
-        track_max_age_s=settings.track_max_age_s,
-    )
+    return StreamSettings.from_settings(settings)
 
 
 def class_hub(settings: Settings, info: ClassInfo) -> ClassHub:

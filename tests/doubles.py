@@ -62,14 +62,33 @@ class FakeClassifier(EmotionClassifier):
 
 
 class StubDetector:
-    """Stands in for HaarFaceDetector: returns the given boxes (clipped to the frame); records calls."""
+    """Stands in for HaarFaceDetector: the faces "in the frame" are `boxes` (change them between frames
+    to move faces in and out). A full scan (`detect`) finds those inside the frame; a search near boxes
+    (`detect_near`) finds only those whose centre lies within the real detector's margin of one of them
+    and whose size is within its size ratio. Records every call."""
 
     def __init__(self, boxes: Sequence[FaceBox] = ()) -> None:
         self.params = DetectorParams()
         self.boxes = list(boxes)
-        self.calls: list[tuple[int, ...]] = []
+        self.calls: list[tuple[int, ...]] = []  # frame shapes of full scans
+        self.near_calls: list[list[FaceBox]] = []  # the boxes each near search was given
+
+    def _in_frame(self, frame: np.ndarray) -> list[FaceBox]:
+        h, w = frame.shape[:2]
+        return [b for b in self.boxes if b.x + b.w <= w and b.y + b.h <= h]
 
     def detect(self, frame: np.ndarray) -> list[FaceBox]:
         self.calls.append(frame.shape)
-        h, w = frame.shape[:2]
-        return [b for b in self.boxes if b.x + b.w <= w and b.y + b.h <= h]
+        return self._in_frame(frame)
+
+    def detect_near(self, frame: np.ndarray, around: Sequence[FaceBox]) -> list[FaceBox]:
+        self.near_calls.append(list(around))
+        p = self.params
+
+        def near(face: FaceBox, place: FaceBox) -> bool:
+            pad = p.region_margin * place.side
+            cx, cy = face.x + face.w / 2, face.y + face.h / 2
+            inside = place.x - pad <= cx <= place.x + place.w + pad and place.y - pad <= cy <= place.y + place.h + pad
+            return inside and 1 / p.region_size_ratio <= face.side / place.side <= p.region_size_ratio
+
+        return [b for b in self._in_frame(frame) if any(near(b, a) for a in around)]

@@ -153,6 +153,7 @@ def build_metrics(run_dir: Path, keras_report: dict, litert_report: dict, export
             "val_accuracy": litert_report["accuracy"],
             "accuracy_difference": litert_report["accuracy"] - keras_report["accuracy"],
             "ms_per_face": export_report.get("latency_ms", {}).get("litert"),
+            "quantization": export_report.get("tflite", {}).get("quantization", "dynamic-range"),
         },
         "keras_ms_per_face": export_report.get("latency_ms", {}).get("keras"),
         "float16_weights_accuracy_difference": export_report.get("half_accuracy_difference"),
@@ -317,7 +318,8 @@ The model ClassMood ships and uses by default (Live page, `fer_core.analyze`, `f
 ## Files and speed
 - `model.keras`: Keras model with float16-stored weights ({metrics['files_mb'].get(KERAS_FILE)} MiB);
   loads as float32; accuracy difference from float32: {_points(metrics['float16_weights_accuracy_difference'])}.
-- `model_int8.tflite`: dynamic-range int8 LiteRT export ({metrics['files_mb'].get(TFLITE_FILE)} MiB), the live path.
+- `model_int8.tflite`: {lite.get('quantization', 'dynamic-range')} int8 LiteRT export
+  ({metrics['files_mb'].get(TFLITE_FILE)} MiB), the live path.
 - ms per face, LiteRT int8: {_latency_line(lite['ms_per_face'])}.
 - ms per face, Keras: {_latency_line(metrics['keras_ms_per_face'])}.{_flip_cost_line(metrics)}
   (Timed on a shared 2-core machine, load average {metrics['load_average_during_timing']}.)

@@ -115,3 +115,72 @@ def test_facebox_helpers() -> None:
     assert box.as_tuple() == (1, 2, 3, 4) and box.area == 12
     assert iou(box, box) == 1.0 and iou((0, 0, 10, 10), (10, 0, 10, 10)) == 0.0
     assert iou((0, 0, 10, 10), (5, 0, 10, 10)) == pytest.approx(50 / 150)
+
+
+# --- the search near given boxes (track-guided detection) ---------------------------------------------
+
+
+def best_overlap(box: FaceBox, others: list[FaceBox]) -> float:
+    return max((iou(box, o) for o in others), default=0.0)
+
+
+def test_near_search_finds_the_faces_around_the_boxes_it_is_given(photo: np.ndarray) -> None:
+    detector = HaarFaceDetector()
+    faces = detector.detect(photo)
+    near = detector.detect_near(photo, faces)
+    assert len(near) == len(faces)
+    assert all(best_overlap(f, near) > 0.5 for f in faces)
+
+
+def test_near_search_follows_a_face_that_moved_and_ignores_faces_elsewhere(photo: np.ndarray) -> None:
+    detector = HaarFaceDetector()
+    faces = detector.detect(photo)
+    target = faces[0]
+    # The photo shifted by a fifth of the face: the face is still found near its old box, and only it.
+    shift = round(target.w / 5)
+    shifted = np.ascontiguousarray(np.roll(photo, (shift, shift), axis=(0, 1)))
+    near = detector.detect_near(shifted, [target])
+    assert len(near) == 1
+    assert iou(near[0], FaceBox(target.x + shift, target.y + shift, target.w, target.h)) > 0.5
+
+
+def test_near_search_looks_only_for_faces_of_about_the_given_size(photo: np.ndarray) -> None:
+    detector = HaarFaceDetector()
+    face = detector.detect(photo)[0]
+    cx, cy = face.x + face.w // 2, face.y + face.h // 2
+    three_times = FaceBox(cx - 3 * face.w // 2, cy - 3 * face.h // 2, 3 * face.w, 3 * face.h)
+    assert best_overlap(face, detector.detect_near(photo, [three_times])) < 0.5
+    a_third = FaceBox(cx - face.w // 6, cy - face.h // 6, face.w // 3, face.h // 3)
+    assert detector.detect_near(photo, [a_third]) == []
+
+
+def test_near_search_finds_nothing_where_there_is_no_face(photo: np.ndarray) -> None:
+    detector = HaarFaceDetector()
+    faces = detector.detect(photo)
+    empty = np.full_like(photo, 127)
+    assert detector.detect_near(empty, faces) == []
+    assert detector.detect_near(photo, []) == []
+
+
+def test_near_search_at_the_frame_edge_and_a_face_seen_twice_counts_once(photo: np.ndarray) -> None:
+    detector = HaarFaceDetector()
+    faces = detector.detect(photo)
+    h, w = photo.shape[:2]
+    # A box hanging off every edge, and each face given twice: no error, each face once.
+    edges = [FaceBox(-30, -30, 60, 60), FaceBox(w - 30, h - 30, 60, 60)]
+    near = detector.detect_near(photo, edges + faces + faces)
+    assert len(near) == len(faces)
+    assert all(b.x >= 0 and b.y >= 0 and b.x + b.w <= w and b.y + b.h <= h for b in near)
+
+
+def test_fer_settings_are_a_mode_of_this_detector(photo: np.ndarray) -> None:
+    """fer's detector: scale 1.1, 5 neighbours, faces from 50 px, the full-resolution frame, no filter."""
+    from fer_core.detect import FER_SETTINGS, cascade_path
+
+    gray = cv2.cvtColor(photo, cv2.COLOR_BGR2GRAY)
+    big = cv2.resize(gray, None, fx=2.0, fy=2.0)
+    reference = cv2.CascadeClassifier(str(cascade_path())).detectMultiScale(
+        big, scaleFactor=1.1, minNeighbors=5, minSize=(50, 50))
+    ours = HaarFaceDetector(FER_SETTINGS).detect(big)
+    assert as_set(ours) == {tuple(int(v) for v in r) for r in reference}
+    assert len(ours) >= 3

@@ -28,7 +28,7 @@ LAYERS: dict[str, dict[str, int]] = {
         "pipeline": 5, "store": 5, "classroom": 5,
         "session": 6, "live": 6, "class_store": 6,
         # entry points: the video-analysis CLI, the benchmarks, the soak test
-        "analyze": 7, "detector_eval": 7, "class_view": 7, "class_hub": 7,
+        "analyze": 7, "detector_eval": 7, "class_view": 7, "class_hub": 7, "baseline": 7,
         "bench": 8, "soak": 8, "class_bench": 8,
     },
     "training": {
@@ -36,12 +36,12 @@ LAYERS: dict[str, dict[str, int]] = {
         "__init__": 0, "pretrained": 0, "schedules": 0, "metrics": 0, "config": 0,
         "runs": 1,
         # data, model, inference and callbacks
-        "data": 2, "model": 2, "inference": 2, "callbacks": 2,
+        "data": 2, "model": 2, "inference": 2, "callbacks": 2, "quantize": 2,
         # evaluate, export, calibrate, the model card, distillation targets
         "evaluate": 3, "export": 3, "card": 3, "calibrate": 3, "distill": 3,
         "trainer": 4,
         # entry points: train, publish and launch, the page's promotion and dataset-zip safety, the benchmark
-        "train": 5, "publish": 5, "launch": 5, "promotion": 5, "dataset_zip": 5, "bench": 5,
+        "train": 5, "publish": 5, "launch": 5, "promotion": 5, "dataset_zip": 5, "bench": 5, "requantize": 5,
     },
 }
 

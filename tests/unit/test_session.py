@@ -178,3 +178,26 @@ def test_stop_survives_a_failing_database(store: Store, settings: Settings) -> N
     summary = session.stop()  # must not raise into the UI thread
     assert summary.frames_analysed == 8
     assert "read-only" in (session.last_error or "")
+
+
+@pytest.mark.parametrize("pipelined", [False, True], ids=["plain", "pipelined"])
+def test_guided_and_pipelined_sessions_count_every_frame_once_at_its_own_time(
+        store: Store, tmp_path: Path, backend: str, database_url, pipelined: bool) -> None:
+    """The faster pipeline in a session: faces come one frame late when pipelined, yet each frame is
+    counted once, in the second it was taken, and stop() collects the last one."""
+    settings = Settings(data_dir=tmp_path, database_url=database_url(backend), detect_every=1, full_scan_every=4,
+                        pipelined=pipelined, flush_interval_s=0.2)
+    session = open_session(store, settings, [FaceBox(10, 10, 50, 50), FaceBox(300, 10, 50, 50)])
+    detector = session.pipeline.detector
+    assert session.pipeline.pipelined is pipelined and session.pipeline.full_scan_every == 4
+    image = np.zeros((480, 640, 3), np.uint8)
+    for i in range(8):  # 2 s at 4 frames/s; one face leaves for the second second
+        if i == 4:
+            detector.boxes = detector.boxes[:1]
+        session.process_frame(image, T0 + i / 4)
+    summary = session.stop()
+    assert (summary.frames_analysed, summary.seconds, summary.faces_seen) == (8, 2, 2)
+    buckets = store.session_buckets(session.session_id)
+    assert buckets["faces"].tolist() == [2, 1]  # frame 3's two faces belong to second 0, even pipelined
+    assert len(detector.calls) < 8  # full scans on some frames only; the others searched near the faces
+    assert not any(t.name.startswith("classmood-detect") and t.is_alive() for t in threading.enumerate())
