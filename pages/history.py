@@ -156,7 +156,7 @@ def session_charts(buckets: pd.DataFrame, events: pd.DataFrame, *, compact: bool
     st.altair_chart(charts.timeline_chart(buckets, height=200 if compact else charts.TIMELINE_HEIGHT),
                     width="stretch")
     if compact:
-        st.altair_chart(charts.distribution_chart(buckets, height=180), width="stretch")
+        st.altair_chart(charts.distribution_chart(buckets), width="stretch")
         return
     left, right = st.columns(2)
     left.markdown("**Overall distribution** (faces-weighted)")
