@@ -126,7 +126,8 @@ class LiveSession:
         with self._frame_lock:
             if self._stopped:
                 return frame, []
-            annotated, faces = self.pipeline.process(frame, now)
+            # The boxes show the same "now" as the page's figures (the aggregator's window).
+            annotated, faces = self.pipeline.process(frame, now, self.aggregator.now_labels)
             self.aggregator.add(now, faces)
             self._last_faces = tuple(faces)
             if self.aggregator.has_pending:

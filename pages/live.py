@@ -8,16 +8,17 @@ import av
 import streamlit as st
 from streamlit_webrtc import WebRtcMode, webrtc_streamer
 
-from fer_core.aggregate import current_distribution
 from fer_core.live import LiveController
 from fer_core.model_io import ModelError
 from fer_core.store import StoreError
 from pages import charts, online_class
+from pages.formatting import viewer_timezone
 from pages.live_support import (
     analyse_upload,
     check_upload,
     confidence_note,
     face_rows,
+    now_caption,
     open_live_session,
     rtc_configuration,
     sensitivity_levels,
@@ -28,6 +29,7 @@ CHART_REFRESH_S = 1.0
 LIVE_WINDOW_S = 300  # the charts show the last five minutes
 
 settings = app_settings()
+TZ = viewer_timezone(st.context.timezone)
 levels = sensitivity_levels(settings)
 st.title("Live class")
 st.caption("Class-level mood from the faces in view. Numbers only: no video or face image is stored.")
@@ -114,21 +116,23 @@ with webcam_tab:
             return
         snap = session.snapshot()
         buckets = snap.aggregate.frame().tail(LIVE_WINDOW_S)
+        now = snap.aggregate.now()  # every figure below comes from this one window
         a, b, c, d = st.columns(4)
-        a.metric("Faces in view", snap.aggregate.faces_now)
+        a.metric("Faces in view", now.faces)
         b.metric("Analysed frames/s", f"{snap.analysed_fps:.1f}")
-        current = current_distribution(buckets) if len(buckets) else None
-        dominant = current.idxmax() if current is not None and current.sum() > 0 else None
-        c.metric("Dominant mood", dominant or "—")
-        d.metric("Needs attention", "yes" if snap.aggregate.attention else "no")
-        if snap.aggregate.attention and snap.aggregate.attention_reason:
-            st.warning(snap.aggregate.attention_reason, icon=":material/priority_high:")
+        c.metric("Dominant mood", now.dominant or "—")
+        d.metric("Needs attention", "yes" if now.attention else "no")
+        st.caption(now_caption(now, TZ))
+        if now.attention and now.attention_reason:
+            st.warning(now.attention_reason, icon=":material/priority_high:")
         st.altair_chart(charts.timeline_chart(buckets, title="Class mood, last 5 minutes"), width="stretch")
         left_chart, right_chart = st.columns(2)
-        left_chart.altair_chart(charts.distribution_chart(buckets, which="current", title="Right now"), width="stretch")
+        left_chart.altair_chart(charts.distribution_chart(now.distribution, title=f"Now (last {now.window_s} s)",
+                                                          empty_message="No face in view"), width="stretch")
         right_chart.altair_chart(charts.faces_chart(buckets, title="Faces in view"), width="stretch")
         with st.expander("Faces (anonymous track numbers)"):
-            st.dataframe(face_rows(snap.tracks), hide_index=True, width="stretch")
+            st.dataframe(face_rows(now.faces_now, {t.track_id: t.time_in_view for t in snap.tracks}),
+                         hide_index=True, width="stretch")
             classifier = session.pipeline.classifier
             st.caption(confidence_note(classifier.temperature, classifier.flip_average))
 

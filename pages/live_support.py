@@ -5,14 +5,16 @@ No analysis here: it composes `fer_core`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from fer_core.aggregate import LiveNow, NowFace
 from fer_core.settings import Settings
+from pages.formatting import format_epoch
 
 
 def sensitivity_levels(settings: Settings) -> dict[str, int]:
@@ -53,16 +55,31 @@ def open_live_session(settings: Settings, name: str, class_label: str, min_neigh
     )
 
 
-def face_rows(tracks: Sequence[Any]) -> pd.DataFrame:
-    """Per-face table: anonymous number, label with its confidence, time in view."""
+def face_rows(faces: Sequence[NowFace], in_view: Mapping[int, float] | None = None) -> pd.DataFrame:
+    """Per-face table of "now": anonymous number, label with its confidence, seconds seen, time in view.
+
+    `in_view`: track id -> seconds since it was first seen, for faces still in the newest frame.
+    """
+    in_view = in_view or {}
     return pd.DataFrame(
         {
-            "Face #": [t.track_id for t in tracks],
-            "Expression": [t.label for t in tracks],
-            "Confidence": [f"{t.confidence:.0%}" for t in tracks],
-            "In view": [f"{t.time_in_view:.0f} s" for t in tracks],
+            "Face #": [f.track_id for f in faces],
+            "Expression": [f.label for f in faces],
+            "Confidence": [f"{f.confidence:.0%}" for f in faces],
+            "In view": [f"{in_view[f.track_id]:.0f} s" if f.track_id in in_view else "left" for f in faces],
         }
     )
+
+
+def now_caption(now: LiveNow, tz: str = "UTC") -> str:
+    """The page's statement of what "now" is, with the seconds it covers."""
+    if now.t_start is None or now.t_end is None:
+        return f"Figures cover the last {now.window_s} complete seconds; the first is not complete yet."
+    start = format_epoch(now.t_start, tz).split(" ")[-1]
+    end = format_epoch(now.t_end + 1, tz).split(" ")[-1]
+    return (f"Every figure here and every label on the video covers the same last {now.window_s} complete "
+            f"seconds ({start}–{end}): faces in view is the most faces in one analysed frame, the mood shares "
+            "count each face in each analysed frame, and each face's label is its average over those seconds.")
 
 
 def confidence_note(temperature: float, flip_average: bool = False) -> str:

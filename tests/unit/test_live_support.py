@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fer_core.aggregate import NOW_WINDOW_S, Bucket, NowFace, live_now
 from fer_core.settings import Settings
-from pages.live_support import check_upload, confidence_note, face_rows, rtc_configuration
+from pages.live_support import check_upload, confidence_note, face_rows, now_caption, rtc_configuration
 
 
 @dataclass
@@ -32,18 +33,21 @@ def test_ice_servers_are_always_explicit() -> None:
 
 
 def test_face_rows_show_confidence_next_to_every_label() -> None:
-    @dataclass
-    class Obs:
-        track_id: int
-        label: str
-        confidence: float
-        time_in_view: float
-
-    rows = face_rows([Obs(3, "happy", 0.734, 12.2), Obs(5, "sad", 0.41, 1.0)])
+    faces = [NowFace(3, "happy", 0.734, 3), NowFace(5, "sad", 0.41, 1)]
+    rows = face_rows(faces, {3: 12.2})
     assert rows.to_dict("records") == [
         {"Face #": 3, "Expression": "happy", "Confidence": "73%", "In view": "12 s"},
-        {"Face #": 5, "Expression": "sad", "Confidence": "41%", "In view": "1 s"},
+        {"Face #": 5, "Expression": "sad", "Confidence": "41%", "In view": "left"},  # not in the newest frame
     ]
+
+
+def test_the_page_says_which_seconds_now_covers() -> None:
+    now = live_now([Bucket(1_800_000_000 + k, 1, 2, 2, (0.1,) * 7, (0, 0, 0, 1, 0, 0, 0), False) for k in range(5)],
+                   (), False, None)
+    caption = now_caption(now, "UTC")
+    assert f"last {NOW_WINDOW_S} complete seconds" in caption
+    assert "08:00:02–08:00:05" in caption  # seconds 2, 3 and 4 of the session, to the end of the last
+    assert "label on the video" in caption
 
 
 def test_the_confidence_note_says_whether_the_model_is_calibrated() -> None:
