@@ -42,7 +42,14 @@ ProgressCallback = Callable[[float], None]  # fraction of the video done, 0..1
 
 
 class VideoError(ValueError):
-    """The file is not a readable video (missing, empty, not a video, truncated, no frames)."""
+    """The file is not a readable video (missing, empty, not a video, truncated, no frames).
+
+    `str()` names the file (for the CLI); `reason` does not (for a page that names it already).
+    """
+
+    def __init__(self, source: object, reason: str) -> None:
+        super().__init__(f"{source}: {reason}")
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -95,17 +102,17 @@ def probe_video(path: VideoSource) -> VideoInfo:
     """Open the container and check it has a video stream; VideoError otherwise."""
     if isinstance(path, InMemoryVideo):
         if len(path.data) == 0:
-            raise VideoError(f"{path}: the file is empty")
+            raise VideoError(path, "the file is empty")
     elif not path.exists():
-        raise VideoError(f"{path}: no such file")
+        raise VideoError(path, "no such file")
     elif path.is_dir():
-        raise VideoError(f"{path}: is a folder, not a video file")
+        raise VideoError(path, "is a folder, not a video file")
     elif path.stat().st_size == 0:
-        raise VideoError(f"{path}: the file is empty")
+        raise VideoError(path, "the file is empty")
     try:
         with _open(path) as container:
             if not container.streams.video:
-                raise VideoError(f"{path}: has no video stream")
+                raise VideoError(path, "has no video stream")
             stream = container.streams.video[0]
             duration = None
             if stream.duration is not None and stream.time_base is not None:
@@ -116,7 +123,7 @@ def probe_video(path: VideoSource) -> VideoInfo:
             return VideoInfo(duration, fps, stream.codec_context.width, stream.codec_context.height,
                              int(stream.frames or 0))
     except av.FFmpegError as exc:
-        raise VideoError(f"{path}: not a readable video ({_reason(exc)})") from exc
+        raise VideoError(path, f"not a readable video ({_reason(exc)})") from exc
 
 
 class VideoReader:
@@ -156,11 +163,11 @@ class VideoReader:
                     yield rel, frame.to_ndarray(format="bgr24")
         except av.FFmpegError as exc:
             if self.yielded == 0:
-                raise VideoError(f"{self.path}: cannot decode the video ({_reason(exc)})") from exc
+                raise VideoError(self.path, f"cannot decode the video ({_reason(exc)})") from exc
             self.error = _reason(exc)
             log.warning("%s: decoding stopped after %d frames: %s", self.path, self.decoded, self.error)
         if self.yielded == 0:
-            raise VideoError(f"{self.path}: no video frames could be decoded")
+            raise VideoError(self.path, "no video frames could be decoded")
 
     @property
     def seconds(self) -> float:

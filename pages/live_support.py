@@ -135,7 +135,7 @@ def analyse_upload(upload: Any, name: str, class_label: str, settings: Settings,
         buckets = store.session_buckets(session_id)
         return RecordingResult(session_id, len(buckets), buckets)
     except VideoError as exc:
-        return RecordingResult(None, 0, pd.DataFrame(), f"Cannot analyse {upload.name!s}: {exc}")
+        return RecordingResult(None, 0, pd.DataFrame(), f"Cannot analyse {upload.name!s}: {exc.reason}.")
     except ModelError as exc:
         return RecordingResult(None, 0, pd.DataFrame(), f"The emotion model is not available: {exc}")
     except StoreError as exc:

@@ -93,3 +93,23 @@ def test_a_file_that_is_not_a_video_gets_a_clear_error_and_stores_nothing(tmp_pa
         assert result.error is not None and "Cannot analyse lesson.mp4" in result.error and reason in result.error
     assert len(Store(settings.db_url).list_sessions()) == 0
     assert all(p.name.startswith("db.sqlite") for p in tmp_path.iterdir())  # no temporary copy left behind
+
+
+@dataclass
+class BytesUpload:
+    name: str
+    data: bytes
+
+    def getbuffer(self) -> memoryview:
+        return memoryview(self.data)
+
+
+def test_a_recording_error_names_the_file_once(tmp_path) -> None:
+    from pages.live_support import analyse_upload
+
+    settings = Settings(data_dir=tmp_path, database_url=f"sqlite:///{tmp_path / 'db.sqlite'}")
+    result = analyse_upload(BytesUpload("lesson 3.mp4", b"These are notes, not a video.\n" * 50), "", "",
+                            settings, progress_bar=None)
+    assert result.session_id is None
+    assert result.error.startswith("Cannot analyse lesson 3.mp4: not a readable video")
+    assert result.error.count("lesson 3.mp4") == 1
