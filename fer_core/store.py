@@ -126,6 +126,11 @@ sessions_table = Table(
     Column("dominant_emotion", String(16), nullable=True),
     Column("frames_analysed", Integer, nullable=False, default=0),
     Column("status", String(16), nullable=False, default="running"),
+    # Issue 28 (additive, all nullable): a recording's real date and time, and what produced the figures.
+    Column("recorded_at", UTCDateTime, nullable=True),
+    Column("model_name", String(NAME_MAX), nullable=True),
+    Column("model_sha256", String(64), nullable=True),
+    Column("analysis_settings", Text, nullable=True),  # JSON: detector and tracker settings as used
     CheckConstraint(f"source IN {SOURCES!r}", name="ck_sessions_source"),
     CheckConstraint(f"status IN {STATUSES!r}", name="ck_sessions_status"),
 )
@@ -170,7 +175,17 @@ events_table = Table(
     UniqueConstraint("session_id", "kind", "t_start", name="uq_events_start"),
 )
 
-_CHILD_TABLES = (buckets_table, track_samples_table, events_table)
+# Lesson markers the instructor drops during a session ("quiz starts").
+markers_table = Table(
+    "markers",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("session_id", ForeignKey("sessions.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("t", Float, nullable=False),  # epoch s, on the session's own clock
+    Column("label", String(NAME_MAX), nullable=False),
+)
+
+_CHILD_TABLES = (buckets_table, track_samples_table, events_table, markers_table)
 
 
 def _sqlite_file(url: URL) -> Path | None:
