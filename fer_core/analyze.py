@@ -2,6 +2,7 @@
 
     python -m fer_core.analyze VIDEO [--session-name N] [--class-label L] [--out results.csv|.parquet]
                                [--backend auto|keras|litert] [--model PATH] [--max-fps 5] [--db URL]
+                               [--recorded-at 2026-11-03T09:00]
 
 Frames are decoded with PyAV and analysed at most `max_fps` times per second of
 video (timestamps come from the video, so results do not depend on how fast this
@@ -198,12 +199,15 @@ def analyze_video_result(
     max_fps: float = DEFAULT_MAX_FPS,
     detect_every: int = 1,
     progress_callback: ProgressCallback | None = None,
+    recorded_at: datetime | None = None,
 ) -> AnalysisResult:
     """Like `analyze_video`, with details. Raises VideoError (bad file; nothing stored) or StoreError.
 
     Recordings detect on every analysed frame by default (`detect_every=1`): offline,
     accuracy matters more than speed. Bucket times are a whole-second epoch base plus
     video time, so bucket k holds video second k and `elapsed_s` in the store is video time.
+    The session's `started_at` is that base (when it was analysed, which the retention limit counts
+    from); `recorded_at` is when the class really took place, if the caller knows it.
     """
     path = path if isinstance(path, InMemoryVideo) else Path(path)
     if max_fps <= 0:
@@ -218,7 +222,7 @@ def analyze_video_result(
     started_at = datetime.fromtimestamp(base, UTC)
     session = LiveSession(
         store, classifier, name=session_name or path.stem, class_label=class_label, source="recording",
-        settings=settings, detect_every=detect_every, started_at=started_at,
+        settings=settings, detect_every=detect_every, started_at=started_at, recorded_at=recorded_at,
     )
     reader = VideoReader(path, max_fps)
     frames = 0
@@ -246,6 +250,15 @@ def analyze_video_result(
     return AnalysisResult(session.session_id, video_seconds, frames, complete)
 
 
+def recording_time(text: str) -> datetime:
+    """ISO date and time -> aware UTC datetime; without an offset it is this machine's local time."""
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date and time: {text!r} (use e.g. 2026-11-03T09:00)") from None
+    return (when if when.tzinfo else when.astimezone()).astimezone(UTC)
+
+
 def write_table(frame, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".parquet":
@@ -264,6 +277,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, help="model directory or file (default: the active model)")
     parser.add_argument("--max-fps", type=float, default=DEFAULT_MAX_FPS, help="analysed frames per video second")
     parser.add_argument("--db", help="SQLAlchemy URL (default: settings)")
+    parser.add_argument("--recorded-at", type=recording_time, metavar="WHEN",
+                        help="when the class was recorded, e.g. 2026-11-03T09:00 (this machine's time zone "
+                             "unless it says +01:00 or Z); History dates and sorts the session by it")
     args = parser.parse_args(argv)
     if args.out is not None and args.out.suffix.lower() not in OUT_SUFFIXES:
         parser.error(f"--out must end in {' or '.join(OUT_SUFFIXES)}")
@@ -293,6 +309,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = analyze_video_result(
                 args.video, store, settings=settings, session_name=args.session_name, class_label=args.class_label,
                 backend=args.backend, model_path=args.model, max_fps=args.max_fps, progress_callback=progress,
+                recorded_at=args.recorded_at,
             )
         except VideoError as exc:
             bar.close()

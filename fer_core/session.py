@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 
 import numpy as np
@@ -23,7 +23,7 @@ from fer_core.classify import EmotionClassifier, load_classifier
 from fer_core.detect import DetectorParams, HaarFaceDetector
 from fer_core.pipeline import FaceObservation, FramePipeline, PipelineStats
 from fer_core.settings import Settings, get_settings
-from fer_core.store import BackgroundWriter, Source, Store, StoreError, store_for
+from fer_core.store import BackgroundWriter, Provenance, SettingValue, Source, Store, StoreError, store_for
 from fer_core.track import FaceTracker
 
 log = logging.getLogger(__name__)
@@ -58,11 +58,11 @@ class LiveSession:
         smoothing: float | None = None,
         detect_every: int | None = None,
         started_at: datetime | None = None,
+        recorded_at: datetime | None = None,
     ) -> None:
         settings = settings or get_settings()
         self.store = store
         self.source = source
-        self.session_id = store.create_session(name, class_label, source, started_at=started_at)
         self.pipeline = FramePipeline(
             HaarFaceDetector(detector_params or DetectorParams.from_settings(settings)),
             classifier,
@@ -77,6 +77,8 @@ class LiveSession:
             negative_share=settings.attention_negative_share,
             attention_seconds=settings.attention_seconds,
         )
+        self.session_id = store.create_session(name, class_label, source, started_at=started_at,
+                                               recorded_at=recorded_at, provenance=self.provenance())
         self.writer = BackgroundWriter(store, flush_interval_s=settings.flush_interval_s)
         self._frame_lock = threading.Lock()  # the video thread vs stop(); never taken by snapshot()
         self._stopped = False
@@ -98,6 +100,7 @@ class LiveSession:
         store: Store | None = None,
         detect_every: int | None = None,
         started_at: datetime | None = None,
+        recorded_at: datetime | None = None,
     ) -> LiveSession:
         """A session on the configured database and model (both loaded once per process)."""
         settings = settings or get_settings()
@@ -117,6 +120,7 @@ class LiveSession:
             smoothing=smoothing,
             detect_every=detect_every,
             started_at=started_at,
+            recorded_at=recorded_at,
         )
 
     # --- video thread -----------------------------------------------------------------------
@@ -146,16 +150,42 @@ class LiveSession:
             stopped=self._stopped,
         )
 
+    def provenance(self) -> Provenance:
+        """The model and the settings producing this session's figures (as they are now)."""
+        classifier = self.pipeline.classifier
+        params = self.pipeline.detector.params
+        settings: dict[str, SettingValue] = {
+            "backend": classifier.backend,
+            "temperature": round(float(classifier.temperature), 4),
+            "flip_average": bool(classifier.flip_average),
+            **{f"detector_{k}": v for k, v in asdict(params).items()},
+            "detect_every": self.pipeline.detect_every,
+            "smoothing": self.pipeline.tracker.smoothing,
+        }
+        return Provenance(classifier.model_name, classifier.model_sha256, settings)
+
     def configure(self, *, min_neighbors: int | None = None, smoothing: float | None = None) -> None:
-        """Change detector sensitivity / label smoothing while running (atomic attribute swaps)."""
+        """Change detector sensitivity / label smoothing while running (atomic attribute swaps).
+
+        The session's stored settings follow, marked as changed while it ran.
+        """
+        changed = False
         detector = self.pipeline.detector
         if min_neighbors is not None and min_neighbors != detector.params.min_neighbors:
             detector.params = replace(detector.params, min_neighbors=min_neighbors)
+            changed = True
         tracker = self.pipeline.tracker
         if smoothing is not None and smoothing != tracker.smoothing:
             if not 0.0 <= smoothing < 1.0:
                 raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
             tracker.smoothing = smoothing
+            changed = True
+        if changed:
+            try:
+                self.store.record_settings(self.session_id, {**self.provenance().settings,
+                                                             "changed_while_running": True})
+            except StoreError as exc:  # the page shows it; the stream goes on
+                self.last_error = str(exc)
 
     def stop(self, status: str = "completed", ended_at: datetime | None = None) -> SessionSummary:
         """Close the session with its summary and flush everything (idempotent, any thread)."""
