@@ -474,3 +474,132 @@ def students_chart(buckets: pd.DataFrame, *, height: int = SMALL_HEIGHT, title: 
         .properties(height=height, width="container")
     )
     return _finish(chart, title)
+
+
+# --- several sessions: Compare and the class trend ---------------------------------------------------------
+
+SESSION_COLORS = ["#2f6fde", "#ff7f0e"]
+TREND_DATE_FORMAT = "%d %b"
+
+
+def compare_distribution_chart(
+    distributions: Mapping[str, pd.Series], *, bar_step: int = 14, title: str | None = None
+) -> alt.Chart:
+    """Two (or more) sessions' distributions as grouped bars: one group per emotion, every group labelled."""
+    rows = [{"session": name, "emotion": e, "value": float(series.get(e, 0.0))}
+            for name, series in distributions.items() for e in EMOTIONS]
+    data = pd.DataFrame(rows)
+    names = list(distributions)
+    base = alt.Chart(data).encode(
+        y=alt.Y("emotion:N", sort=list(EMOTIONS), title=None, axis=alt.Axis(labelOverlap=False, labelPadding=6)),
+        yOffset=alt.YOffset("session:N", sort=names),
+        x=alt.X("value:Q", title="Share of faces", axis=alt.Axis(format="%"),
+                scale=alt.Scale(domain=[0, 1], nice=False)),
+        tooltip=[alt.Tooltip("session:N", title="Session"), alt.Tooltip("emotion:N", title="Emotion"),
+                 alt.Tooltip("value:Q", title="Share of faces", format=".1%")],
+    )
+    chart = (
+        base.mark_bar().encode(color=alt.Color("session:N", sort=names, title="Session",
+                                               scale=alt.Scale(domain=names, range=SESSION_COLORS[:len(names)]),
+                                               legend=alt.Legend(orient="bottom", labelLimit=260)))
+        + base.mark_text(align="left", dx=3, fontSize=10).encode(text=alt.Text("value:Q", format=".0%"))
+    ).properties(height=alt.Step(bar_step), width="container")
+    return _finish(chart, title)
+
+
+def compare_timeline_chart(
+    frames: Mapping[str, pd.DataFrame], *, height: int = SMALL_HEIGHT + 40, title: str | None = None
+) -> alt.Chart:
+    """Negative share of several sessions over time from each one's start (t: seconds from its start)."""
+    parts = []
+    for name, frame in frames.items():
+        if frame.empty:
+            continue
+        binned = downsample(frame)
+        part = pd.DataFrame({"t": to_datetime(binned["t"]), "session": name,
+                             "negative": pd.to_numeric(binned["negative_share"], errors="coerce").fillna(0.0)})
+        parts.append(part)
+    if not parts:
+        return _empty_chart("No data", height)
+    names = list(frames)
+    chart = (
+        alt.Chart(pd.concat(parts, ignore_index=True))
+        .mark_line(interpolate="step-after")
+        .encode(
+            x=alt.X("t:T", title="Time from the start", scale=alt.Scale(type="utc"),
+                    axis=alt.Axis(format=VIDEO_TIME_FORMAT, labelAngle=0, tickCount=6)),
+            y=alt.Y("negative:Q", title="Negative share", axis=alt.Axis(format="%", values=[0, 0.5, 1]),
+                    scale=alt.Scale(domain=[0, 1], nice=False)),
+            color=alt.Color("session:N", sort=names, title="Session",
+                            scale=alt.Scale(domain=names, range=SESSION_COLORS[:len(names)]),
+                            legend=alt.Legend(orient="bottom", labelLimit=260)),
+            tooltip=[alt.Tooltip("session:N", title="Session"), _time_tooltip("video", title="From the start"),
+                     alt.Tooltip("negative:Q", title="Negative share", format=".0%")],
+        )
+        .properties(height=height, width="container")
+    )
+    return _finish(chart, title)
+
+
+def _trend_x() -> alt.X:
+    return alt.X("held_at:T", title="Session date", axis=alt.Axis(format=TREND_DATE_FORMAT, labelAngle=0))
+
+
+def _trend_tooltip(extra: list[alt.Tooltip]) -> list[alt.Tooltip]:
+    return [alt.Tooltip("name:N", title="Session"),
+            alt.Tooltip("held_at:T", title="Date", format="%Y-%m-%d %H:%M"), *extra]
+
+
+def trend_mood_chart(trend: pd.DataFrame, *, title: str | None = None) -> alt.Chart:
+    """Each session's dominant mood, at its date (sessions without faces have none)."""
+    data = trend.dropna(subset=["dominant"])
+    if data.empty:
+        return _empty_chart("No faces seen in these sessions")
+    chart = (
+        alt.Chart(data[["held_at", "name", "dominant"]])
+        .mark_point(filled=True, size=140)
+        .encode(
+            x=_trend_x(),
+            y=alt.Y("dominant:N", title="Dominant mood", sort=list(EMOTIONS), scale=alt.Scale(domain=list(EMOTIONS)),
+                    axis=alt.Axis(labelOverlap=False)),
+            color=alt.Color("dominant:N", scale=EMOTION_SCALE, legend=None),
+            tooltip=_trend_tooltip([alt.Tooltip("dominant:N", title="Dominant mood")]),
+        )
+        .properties(height=alt.Step(20), width="container")
+    )
+    return _finish(chart, title)
+
+
+def trend_negative_chart(trend: pd.DataFrame, *, height: int = SMALL_HEIGHT, title: str | None = None) -> alt.Chart:
+    """Each session's negative share (faces-weighted over the session), at its date."""
+    data = trend.dropna(subset=["dominant"])
+    if data.empty:
+        return _empty_chart("No faces seen in these sessions", height)
+    base = alt.Chart(data[["held_at", "name", "negative_share"]]).encode(
+        x=_trend_x(),
+        y=alt.Y("negative_share:Q", title="Negative share", axis=alt.Axis(format="%", values=[0, 0.5, 1]),
+                scale=alt.Scale(domain=[0, 1], nice=False)),
+        tooltip=_trend_tooltip([alt.Tooltip("negative_share:Q", title="Negative share", format=".0%")]),
+    )
+    chart = (base.mark_line(color="#555555") + base.mark_point(filled=True, color="#555555", size=60)).properties(
+        height=height, width="container")
+    return _finish(chart, title)
+
+
+def trend_attention_chart(trend: pd.DataFrame, *, height: int = SMALL_HEIGHT, title: str | None = None) -> alt.Chart:
+    """How often each session needed attention, at its date."""
+    if trend.empty:
+        return _empty_chart("No sessions", height)
+    top = max(1, int(trend["attention_events"].max()))
+    chart = (
+        alt.Chart(trend[["held_at", "name", "attention_events"]])
+        .mark_bar(color=ATTENTION_COLOR, size=10)
+        .encode(
+            x=_trend_x(),
+            y=alt.Y("attention_events:Q", title="Times", axis=alt.Axis(format="d", values=_count_ticks(top)),
+                    scale=alt.Scale(domain=[0, top], nice=False)),
+            tooltip=_trend_tooltip([alt.Tooltip("attention_events:Q", title="Needs attention (times)")]),
+        )
+        .properties(height=height, width="container")
+    )
+    return _finish(chart, title)
