@@ -30,6 +30,14 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class Marker:
+    """A lesson marker the instructor dropped ("quiz starts") at epoch second `t`."""
+
+    t: float
+    label: str
+
+
+@dataclass(frozen=True)
 class LiveSnapshot:
     session_id: int
     aggregate: AggregatorSnapshot
@@ -38,6 +46,7 @@ class LiveSnapshot:
     writer_error: str | None
     writes_dropped: int
     stopped: bool
+    markers: tuple[Marker, ...] = ()
 
     @property
     def analysed_fps(self) -> float:
@@ -84,6 +93,7 @@ class LiveSession:
         self._stopped = False
         self._summary: SessionSummary | None = None
         self._last_faces: tuple[FaceObservation, ...] = ()
+        self._markers: tuple[Marker, ...] = ()
         self.last_error: str | None = None
 
     @classmethod
@@ -148,7 +158,18 @@ class LiveSession:
             writer_error=self.writer.last_error or self.last_error,
             writes_dropped=self.writer.dropped + self.aggregator.dropped,
             stopped=self._stopped,
+            markers=self._markers,
         )
+
+    def add_marker(self, label: str, now: float | None = None) -> Marker:
+        """Drop a lesson marker now (UI thread): stored at once, shown on the live charts.
+
+        Raises ValueError for an empty label and StoreError when it cannot be stored.
+        """
+        marker = Marker(time.time() if now is None else now, " ".join(str(label).split()))
+        self.store.add_marker(self.session_id, marker.t, marker.label)
+        self._markers = (*self._markers, marker)  # a new tuple: snapshots never see it change
+        return marker
 
     def provenance(self) -> Provenance:
         """The model and the settings producing this session's figures (as they are now)."""

@@ -5,8 +5,11 @@ No analysis here: it composes `fer_core`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date, datetime
+from datetime import time as dt_time
 from pathlib import Path
 from typing import Any
 
@@ -108,15 +111,24 @@ def check_upload(upload: Any, settings: Settings) -> str | None:
     return None
 
 
+def recording_date_problem(day: date | None, at: dt_time | None) -> str | None:
+    """A recording date needs both parts (or neither: not known)."""
+    if (day is None) != (at is None):
+        return "Give both the date and the time the class was recorded, or leave both empty."
+    return None
+
+
 @dataclass
 class RecordingResult:
     session_id: int | None
     seconds: int
     buckets: pd.DataFrame
     error: str | None = None
+    origin: float = 0.0  # epoch second of the video's first frame in `buckets["t"]`
 
 
-def analyse_upload(upload: Any, name: str, class_label: str, settings: Settings, progress_bar: Any) -> RecordingResult:
+def analyse_upload(upload: Any, name: str, class_label: str, settings: Settings, progress_bar: Any,
+                   recorded_at: datetime | None = None) -> RecordingResult:
     """Analyse an uploaded video into a session, straight from memory (never written to disk)."""
     from fer_core.analyze import InMemoryVideo, VideoError, analyze_video
     from fer_core.model_io import ModelError
@@ -131,9 +143,11 @@ def analyse_upload(upload: Any, name: str, class_label: str, settings: Settings,
             session_name=name.strip() or Path(upload.name).stem,
             class_label=class_label.strip(),
             progress_callback=lambda done: progress_bar.progress(min(1.0, done), text=f"Analysing… {done:.0%}"),
+            recorded_at=recorded_at,
         )
         buckets = store.session_buckets(session_id)
-        return RecordingResult(session_id, len(buckets), buckets)
+        origin = math.floor(store.get_session(session_id)["started_at"].timestamp())
+        return RecordingResult(session_id, len(buckets), buckets, origin=float(origin))
     except VideoError as exc:
         return RecordingResult(None, 0, pd.DataFrame(), f"Cannot analyse {upload.name!s}: {exc.reason}.")
     except ModelError as exc:

@@ -140,3 +140,20 @@ def test_no_face_in_view_shows_no_mood(app_env: Settings, server_address: Callab
     assert at.dataframe[0].value.empty
     assert not any('"bar"' in spec for spec in chart_specs(at))  # a message, not seven empty bars
     at.session_state["live_controller"].stop()
+
+
+def test_the_instructor_drops_a_lesson_marker(app_env: Settings, server_address: Callable, camera_playing) -> None:
+    at = page_test("live")
+    controller = running_controller(app_env, seconds_with_face=4, seconds_without=0)
+    at.session_state["live_controller"] = controller
+    at.session_state["live_consent"] = True
+    at.run()
+    at.text_input(key="live_marker_label").set_value("quiz starts")
+    at = at.button[next(i for i, b in enumerate(at.button) if b.label == "Drop marker")].click().run()
+    assert not at.exception
+    assert "quiz starts" in texts(at.get("toast"))
+    session = controller.session
+    assert controller.session.store.session_markers(session.session_id)["label"].tolist() == ["quiz starts"]
+    timeline = next(spec for spec in chart_specs(at) if '"area"' in spec)
+    assert '"rule"' in timeline and '"Marker"' in timeline  # on the live timeline
+    controller.stop()

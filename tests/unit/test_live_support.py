@@ -113,3 +113,14 @@ def test_a_recording_error_names_the_file_once(tmp_path) -> None:
     assert result.session_id is None
     assert result.error.startswith("Cannot analyse lesson 3.mp4: not a readable video")
     assert result.error.count("lesson 3.mp4") == 1
+
+
+def test_a_recording_date_needs_a_day_and_a_time_or_neither() -> None:
+    from datetime import date, time
+
+    from pages.live_support import recording_date_problem
+
+    assert recording_date_problem(None, None) is None  # not known: fine, it can be set later
+    assert recording_date_problem(date(2026, 11, 3), time(9, 0)) is None
+    assert "both the date and the time" in recording_date_problem(date(2026, 11, 3), None)
+    assert "both the date and the time" in recording_date_problem(None, time(9, 0))

@@ -178,3 +178,16 @@ def test_stop_survives_a_failing_database(store: Store, settings: Settings) -> N
     summary = session.stop()  # must not raise into the UI thread
     assert summary.frames_analysed == 8
     assert "read-only" in (session.last_error or "")
+
+
+def test_markers_are_stored_at_once_and_shown_live(store: Store, settings: Settings) -> None:
+    session = open_session(store, settings, [FaceBox(10, 10, 50, 50)])
+    run(session, seconds=2)
+    marker = session.add_marker("  quiz\n starts ", now=T0 + 1.5)
+    assert marker.label == "quiz starts"
+    assert [(m.t, m.label) for m in session.snapshot().markers] == [(T0 + 1.5, "quiz starts")]
+    # Stored straight away, not at the end: a crash mid-class keeps it.
+    assert store.session_markers(session.session_id).to_dict("records") == [{"t": T0 + 1.5, "label": "quiz starts"}]
+    with pytest.raises(ValueError, match="needs a label"):
+        session.add_marker("   ")
+    session.stop()
