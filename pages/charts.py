@@ -480,10 +480,11 @@ def students_chart(buckets: pd.DataFrame, *, height: int = SMALL_HEIGHT, title: 
 
 SESSION_COLORS = ["#2f6fde", "#ff7f0e"]
 TREND_DATE_FORMAT = "%d %b"
+TREND_Y_EXTENT = 90  # px for every trend chart's y axis, so the three stacked charts' dates line up
 
 
 def compare_distribution_chart(
-    distributions: Mapping[str, pd.Series], *, bar_step: int = 14, title: str | None = None
+    distributions: Mapping[str, pd.Series], *, bar_step: int = 16, title: str | None = None
 ) -> alt.Chart:
     """Two (or more) sessions' distributions as grouped bars: one group per emotion, every group labelled."""
     rows = [{"session": name, "emotion": e, "value": float(series.get(e, 0.0))}
@@ -542,7 +543,9 @@ def compare_timeline_chart(
 
 
 def _trend_x() -> alt.X:
-    return alt.X("held_at:T", title="Session date", axis=alt.Axis(format=TREND_DATE_FORMAT, labelAngle=0))
+    # Padding keeps the first and last session's marks whole at the plot's edges.
+    return alt.X("held_at:T", title="Session date", scale=alt.Scale(padding=18),
+                 axis=alt.Axis(format=TREND_DATE_FORMAT, labelAngle=0))
 
 
 def _trend_tooltip(extra: list[alt.Tooltip]) -> list[alt.Tooltip]:
@@ -561,7 +564,7 @@ def trend_mood_chart(trend: pd.DataFrame, *, title: str | None = None) -> alt.Ch
         .encode(
             x=_trend_x(),
             y=alt.Y("dominant:N", title="Dominant mood", sort=list(EMOTIONS), scale=alt.Scale(domain=list(EMOTIONS)),
-                    axis=alt.Axis(labelOverlap=False)),
+                    axis=alt.Axis(labelOverlap=False, minExtent=TREND_Y_EXTENT)),
             color=alt.Color("dominant:N", scale=EMOTION_SCALE, legend=None),
             tooltip=_trend_tooltip([alt.Tooltip("dominant:N", title="Dominant mood")]),
         )
@@ -577,7 +580,8 @@ def trend_negative_chart(trend: pd.DataFrame, *, height: int = SMALL_HEIGHT, tit
         return _empty_chart("No faces seen in these sessions", height)
     base = alt.Chart(data[["held_at", "name", "negative_share"]]).encode(
         x=_trend_x(),
-        y=alt.Y("negative_share:Q", title="Negative share", axis=alt.Axis(format="%", values=[0, 0.5, 1]),
+        y=alt.Y("negative_share:Q", title="Negative share",
+                axis=alt.Axis(format="%", values=[0, 0.5, 1], minExtent=TREND_Y_EXTENT),
                 scale=alt.Scale(domain=[0, 1], nice=False)),
         tooltip=_trend_tooltip([alt.Tooltip("negative_share:Q", title="Negative share", format=".0%")]),
     )
@@ -596,7 +600,8 @@ def trend_attention_chart(trend: pd.DataFrame, *, height: int = SMALL_HEIGHT, ti
         .mark_bar(color=ATTENTION_COLOR, size=10)
         .encode(
             x=_trend_x(),
-            y=alt.Y("attention_events:Q", title="Times", axis=alt.Axis(format="d", values=_count_ticks(top)),
+            y=alt.Y("attention_events:Q", title="Times",
+                    axis=alt.Axis(format="d", values=_count_ticks(top), minExtent=TREND_Y_EXTENT),
                     scale=alt.Scale(domain=[0, top], nice=False)),
             tooltip=_trend_tooltip([alt.Tooltip("attention_events:Q", title="Needs attention (times)")]),
         )

@@ -32,6 +32,7 @@ DATES_KEY = "history_dates"
 TREND_KEY = "history_trend_class"
 BULK_KEY = "history_bulk_delete"
 FLASH_KEY = "history_flash"
+TABLE_ROW_PX = 35  # st.dataframe's row height: a table this tall shows every row without scrolling
 LINKED_KEY = "history_session_id"  # set by the Live page after it analysed a recording
 
 settings = app_settings()
@@ -222,7 +223,8 @@ def compare_section(store: Store, sessions: pd.DataFrame, first: views.SessionDa
     elif same is None:
         st.info("At least one of these sessions did not record its model, so whether the same model made both "
                 "is unknown.", icon=":material/help:")
-    st.dataframe(views.comparison_table(first, second, names), hide_index=True, width="stretch")
+    table = views.comparison_table(first, second, names)
+    st.dataframe(table, hide_index=True, width="stretch", height=TABLE_ROW_PX * (len(table) + 1) + 3)
     st.altair_chart(charts.compare_distribution_chart({names[0]: first.distribution, names[1]: second.distribution},
                                                       title="Overall distribution"), width="stretch")
     from_start = {name: charts.on_video_clock(data.buckets, float(data.buckets["t"].min()) if len(data.buckets)

@@ -10,6 +10,7 @@ import html
 from datetime import UTC, datetime
 from typing import Any
 
+import altair as alt
 import pandas as pd
 import vl_convert as vlc
 
@@ -46,6 +47,7 @@ h1 { font-size: 1.6rem; margin: 0 0 .2rem; } h2 { font-size: 1.15rem; margin: 1.
 table { border-collapse: collapse; width: 100%; font-size: .9rem; margin: .3rem 0 .8rem; }
 th, td { text-align: left; padding: .25rem .5rem; border-bottom: 1px solid #e6e8ee; vertical-align: top; }
 th { background: #f4f5f8; font-weight: 600; } table.meta th { width: 13rem; }
+table.wide { font-size: .75rem; } table.wide th, table.wide td { padding: .2rem .3rem; }
 .figures { display: flex; flex-wrap: wrap; gap: .75rem; margin: .5rem 0; }
 .figure { border: 1px solid #e6e8ee; border-radius: 6px; padding: .5rem .75rem; min-width: 9rem; }
 .figure .value { font-size: 1.3rem; font-weight: 600; } .figure .label { font-size: .8rem; color: #5c6270; }
@@ -62,7 +64,8 @@ code { font-size: .85rem; word-break: break-all; }
 
 def chart_svg(chart: Any, width: int = CHART_WIDTH) -> str:
     """An Altair chart as inline SVG, `width` px wide (a page has no container to fit)."""
-    spec = _fixed_width(chart.to_dict(), width)
+    with alt.data_transformers.enable("default", max_rows=None):  # long sessions are binned, not refused
+        spec = _fixed_width(chart.to_dict(), width)
     svg = vlc.vegalite_to_svg(spec)
     return f'<div class="chart">{svg}</div>'
 
@@ -75,13 +78,13 @@ def _fixed_width(node: Any, width: int) -> Any:
     return node
 
 
-def _table(frame: pd.DataFrame, empty: str) -> str:
+def _table(frame: pd.DataFrame, empty: str, css_class: str = "") -> str:
     if frame.empty:
         return f"<p>{html.escape(empty)}</p>"
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
     rows = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>"
                    for row in frame.itertuples(index=False))
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+    return f'<table class="{css_class}"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>'
 
 
 def _meta(rows: list[tuple[str, str]]) -> str:
@@ -163,7 +166,7 @@ def build_report(data: SessionData, tz: str = "UTC", generated_at: datetime | No
         "<h2>Per-track summary</h2>",
         "<p>Anonymous track numbers, new in every session; probabilities are means over the seconds a face "
         "was in view.</p>",
-        _table(track_summary(data, tz), "No face tracks were stored for this session."),
+        _table(track_summary(data, tz), "No face tracks were stored for this session.", "wide"),
     ]
     body = "\n".join(sections)
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'

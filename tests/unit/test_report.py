@@ -90,3 +90,9 @@ def test_no_faces_no_charts(store: Store) -> None:
     store.add_batch(sid, [Bucket(T0 + k, 0, 2, 0, (float("nan"),) * 7, (0.0,) * 7, False) for k in range(5)])
     page = build_report(load_session(store, store.list_sessions().iloc[0]))
     assert "<svg" not in page and "No faces were seen" in page
+
+
+def test_a_long_session_is_drawn_in_full(store: Store) -> None:
+    # Two hours of seconds: more rows than Altair embeds by default (5,000), binned for drawing.
+    page = report_of(store, labels=["happy"] * 3600 + ["sad"] * 3600)
+    assert page.count("<svg") == 4
