@@ -142,10 +142,13 @@ class LiveNow:
 
     @property
     def dominant(self) -> str | None:
-        """The most common label of the window, None when no face was seen in it."""
+        """The most common label of the window ("happy / sad" when two tie, "mixed" for more); None
+        when no face was seen in it. A few faces tie often, and picking one would contradict the chart."""
         if self.observations == 0:
             return None
-        return EMOTIONS[int(np.argmax(self.shares))]
+        top = max(self.shares)
+        tied = [e for e, share in zip(EMOTIONS, self.shares, strict=True) if top - share < 1e-9]
+        return tied[0] if len(tied) == 1 else " / ".join(tied) if len(tied) == 2 else "mixed"
 
     @property
     def distribution(self) -> pd.Series:

@@ -49,10 +49,9 @@ controller: LiveController = st.session_state.setdefault("live_controller", Live
 def marker_form(session: LiveSession) -> None:
     """The instructor marks a moment of the lesson; it shows on every timeline and in the report."""
     with st.form("live_marker", clear_on_submit=True, border=False):
-        text_col, button_col = st.columns([3, 1], vertical_alignment="bottom")
-        label = text_col.text_input("Lesson marker", max_chars=120, placeholder="e.g. quiz starts",
-                                    key="live_marker_label")
-        dropped = button_col.form_submit_button("Drop marker", icon=":material/flag:")
+        label = st.text_input("Lesson marker", max_chars=120, placeholder="e.g. quiz starts",
+                              key="live_marker_label", help="Marks this moment on every timeline and in the report.")
+        dropped = st.form_submit_button("Drop marker", icon=":material/flag:")
     if dropped:
         try:
             marker = session.add_marker(label)

@@ -305,3 +305,14 @@ def test_now_before_the_first_second_completes() -> None:
     agg.add(0.2, [Face(1, dist(happy=1.0))])
     now = agg.snapshot().now()
     assert now.t_end is None and now.faces == 0 and now.dominant is None
+
+
+def test_a_tie_now_is_said_not_broken_silently() -> None:
+    agg = SessionAggregator()
+    feed_second(agg, 0, ["happy", "angry"])
+    feed_second(agg, 1, [])
+    assert agg.snapshot().now().dominant == "angry / happy"  # not "angry" beside a 50/50 chart
+    three = SessionAggregator()
+    feed_second(three, 0, ["happy", "angry", "sad"])
+    feed_second(three, 1, [])
+    assert three.snapshot().now().dominant == "mixed"
