@@ -336,6 +336,9 @@ def filters(sessions: pd.DataFrame) -> pd.DataFrame:
     """Class and date-range filters; the sessions they keep."""
     days = views.held_dates(sessions, TZ)
     first, last = min(days), max(days)
+    if st.session_state.get(DATES_KEY + "_span") != (first, last):  # sessions came, went or were redated
+        st.session_state[DATES_KEY + "_span"] = (first, last)
+        st.session_state.pop(DATES_KEY, None)  # back to every date, and never outside the new span
     left, right = st.columns([3, 2])
     classes = left.multiselect("Classes", views.class_options(sessions), key=CLASSES_KEY,
                                placeholder="All classes")

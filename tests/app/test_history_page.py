@@ -469,3 +469,14 @@ def test_lesson_markers_show_on_every_timeline_and_in_a_table(app_env: Settings,
     timelines = [s for s in chart_specs(at) if '"t"' in s and '"held_at"' not in s]
     assert len(timelines) == 3  # mood, faces, negative share
     assert all('"Marker"' in s and '"rule"' in s for s in timelines)
+
+
+def test_the_date_filter_widens_when_an_earlier_session_appears(app_env: Settings, store: Store) -> None:
+    now = datetime.now(UTC)
+    seed_session(store, "This week", started_at=now - timedelta(days=2))
+    at = page_test("history").run()
+    filmed = seed_session(store, "Filmed last month", source="recording", started_at=now)
+    store.update_session(filmed, recorded_at=now - timedelta(days=30))
+    at.run()
+    assert not at.exception
+    assert sorted(at.dataframe[0].value["Name"]) == ["Filmed last month", "This week"]
