@@ -326,10 +326,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.out is not None:
         write_table(buckets, args.out)
     flagged = int(buckets["needs_attention"].sum()) if len(buckets) else 0
+    figures = store.session_figures([result.session_id])  # the dominant mood as History shows it
+    dominant = figures["dominant"].iloc[0] if len(figures) and isinstance(figures["dominant"].iloc[0], str) else "-"
     print(
         f"Session {result.session_id} \"{row['name']}\": {result.video_seconds:.1f} s of video, "
         f"{result.frames_analysed} frames analysed, up to {row['faces_seen']} faces, "
-        f"dominant mood {row['dominant_emotion'] or '-'}, {flagged} s flagged for attention "
+        f"dominant mood {dominant}, {flagged} s flagged for attention "
         f"({len(events)} event(s)); stored in {store.url_text}."
     )
     if not result.complete:

@@ -124,3 +124,31 @@ def test_a_recording_date_needs_a_day_and_a_time_or_neither() -> None:
     assert recording_date_problem(date(2026, 11, 3), time(9, 0)) is None
     assert "both the date and the time" in recording_date_problem(date(2026, 11, 3), None)
     assert "both the date and the time" in recording_date_problem(None, time(9, 0))
+
+
+def test_an_uploaded_recording_is_dated_and_charted_from_0_00(tmp_path, monkeypatch) -> None:
+    from datetime import UTC, datetime
+    from pathlib import Path
+
+    import cv2
+    import numpy as np
+
+    import fer_core.analyze as analyze
+    from fer_core.store import get_store
+    from pages.live_support import analyse_upload
+    from tests.doubles import FakeClassifier
+
+    video = Path(tmp_path / "lesson.mp4")
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10, (160, 120))
+    for i in range(25):
+        writer.write(np.full((120, 160, 3), i * 8, np.uint8))
+    writer.release()
+    monkeypatch.setattr(analyze, "load_classifier", lambda *args, **kwargs: FakeClassifier())
+    settings = Settings(data_dir=tmp_path, database_url=f"sqlite:///{tmp_path / 'db.sqlite'}")
+    recorded = datetime(2026, 11, 3, 8, 0, tzinfo=UTC)
+    result = analyse_upload(BytesUpload("lesson.mp4", video.read_bytes()), "", "7B", settings,
+                            progress_bar=type("Bar", (), {"progress": lambda *a, **k: None})(), recorded_at=recorded)
+    assert result.error is None
+    row = get_store(settings.db_url).get_session(result.session_id)
+    assert row["recorded_at"] == recorded and row["name"] == "lesson"
+    assert (result.buckets["t"] - result.origin).tolist() == [0, 1, 2]  # video seconds, as the page plots them
