@@ -79,32 +79,27 @@ def streamlit_scene(chart: Any, container_width: int) -> Scene:
     return Scene(graph["width"], graph["height"], root.get("width", 0), root.get("height", 0), axes)
 
 
-def _groups(node: Any, role: str) -> list[dict]:
+def _marks(node: Any, role: str, marktype: str) -> list[dict]:
+    """Every mark of this role and type below `node` (depth first)."""
     found: list[dict] = []
     if isinstance(node, dict):
-        if node.get("role") == role and node.get("marktype") == "group":
+        if node.get("role") == role and node.get("marktype") == marktype:
             found.append(node)
-        for value in node.values():
-            if isinstance(value, dict | list):
-                found += _groups(value, role)
-    elif isinstance(node, list):
-        for value in node:
-            found += _groups(value, role)
+        children = node.values()
+    else:
+        children = node if isinstance(node, list) else []
+    for value in children:
+        if isinstance(value, dict | list):
+            found += _marks(value, role, marktype)
     return found
+
+
+def _groups(node: Any, role: str) -> list[dict]:
+    return _marks(node, role, "group")
 
 
 def _texts(node: Any, role: str) -> list[dict]:
-    found: list[dict] = []
-    if isinstance(node, dict):
-        if node.get("role") == role and node.get("marktype") == "text":
-            found += node.get("items", [])
-        for value in node.values():
-            if isinstance(value, dict | list):
-                found += _texts(value, role)
-    elif isinstance(node, list):
-        for value in node:
-            found += _texts(value, role)
-    return found
+    return [item for mark in _marks(node, role, "text") for item in mark.get("items", [])]
 
 
 def _axis(group: dict) -> Axis:

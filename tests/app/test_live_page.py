@@ -113,11 +113,16 @@ def live_metrics(at) -> dict[str, str]:
     return {m.label: str(m.value) for m in at.metric}
 
 
-def test_every_live_figure_is_the_same_now(app_env: Settings, server_address: Callable, camera_playing) -> None:
+def live_page_with(controller) -> Any:
+    """The Live page, run while `controller`'s stream plays (consent given)."""
     at = page_test("live")
-    at.session_state["live_controller"] = running_controller(app_env, seconds_with_face=5, seconds_without=0)
+    at.session_state["live_controller"] = controller
     at.session_state["live_consent"] = True
-    at.run()
+    return at.run()
+
+
+def test_every_live_figure_is_the_same_now(app_env: Settings, server_address: Callable, camera_playing) -> None:
+    at = live_page_with(running_controller(app_env, seconds_with_face=5, seconds_without=0))
     assert not at.exception
     metrics = live_metrics(at)
     assert metrics["Faces in view"] == "1" and metrics["Dominant mood"] == "sad"
@@ -129,10 +134,7 @@ def test_every_live_figure_is_the_same_now(app_env: Settings, server_address: Ca
 
 def test_no_face_in_view_shows_no_mood(app_env: Settings, server_address: Callable, camera_playing) -> None:
     # The face left 4 s ago: "Faces in view 0" must not sit next to the mood it had.
-    at = page_test("live")
-    at.session_state["live_controller"] = running_controller(app_env, seconds_with_face=5, seconds_without=4)
-    at.session_state["live_consent"] = True
-    at.run()
+    at = live_page_with(running_controller(app_env, seconds_with_face=5, seconds_without=4))
     assert not at.exception
     metrics = live_metrics(at)
     assert metrics["Faces in view"] == "0"
@@ -143,11 +145,8 @@ def test_no_face_in_view_shows_no_mood(app_env: Settings, server_address: Callab
 
 
 def test_the_instructor_drops_a_lesson_marker(app_env: Settings, server_address: Callable, camera_playing) -> None:
-    at = page_test("live")
     controller = running_controller(app_env, seconds_with_face=4, seconds_without=0)
-    at.session_state["live_controller"] = controller
-    at.session_state["live_consent"] = True
-    at.run()
+    at = live_page_with(controller)
     at.text_input(key="live_marker_label").set_value("quiz starts")
     at = at.button[next(i for i, b in enumerate(at.button) if b.label == "Drop marker")].click().run()
     assert not at.exception
