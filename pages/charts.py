@@ -509,9 +509,13 @@ def compare_distribution_chart(
 
 
 def compare_timeline_chart(
-    frames: Mapping[str, pd.DataFrame], *, height: int = SMALL_HEIGHT + 40, title: str | None = None
+    frames: Mapping[str, pd.DataFrame], *, height: int = SMALL_HEIGHT + 40, title: str | None = None,
+    markers: pd.DataFrame | None = None,
 ) -> alt.Chart:
-    """Negative share of several sessions over time from each one's start (t: seconds from its start)."""
+    """Negative share of several sessions over time from each one's start (t: seconds from its start).
+
+    `markers` (t from its session's start, label): drawn like on every other timeline.
+    """
     parts = []
     for name, frame in frames.items():
         if frame.empty:
@@ -539,7 +543,7 @@ def compare_timeline_chart(
         )
         .properties(height=height, width="container")
     )
-    return _finish(chart, title)
+    return _finish(_with_markers(chart, markers, "video"), title)
 
 
 def _trend_x() -> alt.X:

@@ -227,11 +227,15 @@ def compare_section(store: Store, sessions: pd.DataFrame, first: views.SessionDa
     st.dataframe(table, hide_index=True, width="stretch", height=TABLE_ROW_PX * (len(table) + 1) + 3)
     st.altair_chart(charts.compare_distribution_chart({names[0]: first.distribution, names[1]: second.distribution},
                                                       title="Overall distribution"), width="stretch")
-    from_start = {name: charts.on_video_clock(data.buckets, float(data.buckets["t"].min()) if len(data.buckets)
-                                              else 0.0)
+    starts = {name: float(data.buckets["t"].min()) if len(data.buckets) else 0.0
+              for name, data in zip(names, (first, second), strict=True)}
+    from_start = {name: charts.on_video_clock(data.buckets, starts[name])
                   for name, data in zip(names, (first, second), strict=True)}
-    st.altair_chart(charts.compare_timeline_chart(from_start, title="Negative share from each session's start"),
-                    width="stretch")
+    markers = pd.concat([charts.on_video_clock(data.markers, starts[name]).assign(
+        label=lambda m, name=name: name + ": " + m["label"].astype(str))
+        for name, data in zip(names, (first, second), strict=True)], ignore_index=True)
+    st.altair_chart(charts.compare_timeline_chart(from_start, markers=markers,
+                                                  title="Negative share from each session's start"), width="stretch")
 
 
 def trend_section(sessions: pd.DataFrame, figures: pd.DataFrame, selected: pd.Series) -> None:

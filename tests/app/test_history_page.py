@@ -163,6 +163,7 @@ def test_delete_needs_confirmation(app_env: Settings, store: Store) -> None:
 
 def test_compare_overlays_two_sessions_with_their_differences(app_env: Settings, store: Store) -> None:
     first = seed_session(store, "Calm class", emotion="neutral", started_at=datetime.now(UTC) - timedelta(days=1))
+    store.add_marker(first, int(store.session_buckets(first)["t"].iloc[0]) + 12, "quiz")
     seed_session(store, "Happy class", emotion="happy", attention_from=20)
     at = page_test("history").run()
     at.selectbox(key="history_compare").set_value(first).run()
@@ -175,6 +176,9 @@ def test_compare_overlays_two_sessions_with_their_differences(app_env: Settings,
     specs = chart_specs(at)
     assert len(specs) == 4 + 2 + 3  # details; the overlaid distribution and negative share; the class trend
     assert sum('"Happy class"' in s and '"Calm class"' in s for s in specs) == 2
+    # The calm class's marker is on the overlay, named by its session, 12 s from its start.
+    overlay = next(s for s in specs if "from each session's start" in s)
+    assert '"rule"' in overlay and '"Marker"' in overlay
 
 
 def test_compare_warns_when_two_sessions_used_different_models(app_env: Settings, store: Store) -> None:
