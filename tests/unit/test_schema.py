@@ -315,3 +315,23 @@ def test_first_schema_database_opened_by_the_class_release_is_completed(
         store.close_session(store.create_session("an online class", source="class"))
     finally:
         store.dispose()
+
+
+def test_revision_0004_adds_only_what_a_database_lacks(backend: str, database_url: Callable[[str], str]) -> None:
+    """A database made by create_all of a build that already had issue 28's columns opens and upgrades."""
+    url = database_url(backend)
+    class_release_database(url)
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        kind = "DATETIME" if backend == "sqlite" else "TIMESTAMP WITHOUT TIME ZONE"  # as create_all makes it
+        conn.execute(text(f"ALTER TABLE sessions ADD COLUMN recorded_at {kind}"))
+    engine.dispose()
+    store = Store(url)
+    try:
+        with store.engine.connect() as conn:
+            assert compare_metadata(MigrationContext.configure(conn, opts=schema.CONTEXT_OPTIONS), metadata) == []
+        session_id = store.create_session("after the upgrade")
+        store.add_marker(session_id, 1.0, "quiz")
+        assert store.session_markers(session_id)["label"].tolist() == ["quiz"]
+    finally:
+        store.dispose()

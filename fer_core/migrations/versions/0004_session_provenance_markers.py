@@ -20,19 +20,30 @@ depends_on: str | None = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("sessions") as batch:
-        batch.add_column(sa.Column("recorded_at", sa.DateTime(), nullable=True))
-        batch.add_column(sa.Column("model_name", sa.String(200), nullable=True))
-        batch.add_column(sa.Column("model_sha256", sa.String(64), nullable=True))
-        batch.add_column(sa.Column("analysis_settings", sa.Text(), nullable=True))
-    op.create_table(
-        "markers",
-        sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
-        sa.Column("session_id", sa.Integer(), sa.ForeignKey("sessions.id", ondelete="CASCADE"), nullable=False),
-        sa.Column("t", sa.Float(), nullable=False),
-        sa.Column("label", sa.String(200), nullable=False),
-    )
-    op.create_index("ix_markers_session_id", "markers", ["session_id"])
+    # Only what is missing: a database made by create_all of a build with these columns (before
+    # this revision existed) is recognised as 0003 and must not fail on them.
+    inspector = sa.inspect(op.get_bind())
+    present = {column["name"] for column in inspector.get_columns("sessions")}
+    columns = [
+        sa.Column("recorded_at", sa.DateTime(), nullable=True),
+        sa.Column("model_name", sa.String(200), nullable=True),
+        sa.Column("model_sha256", sa.String(64), nullable=True),
+        sa.Column("analysis_settings", sa.Text(), nullable=True),
+    ]
+    if missing := [column for column in columns if column.name not in present]:
+        with op.batch_alter_table("sessions") as batch:
+            for column in missing:
+                batch.add_column(column)
+    if not inspector.has_table("markers"):
+        op.create_table(
+            "markers",
+            sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+            sa.Column("session_id", sa.Integer(), sa.ForeignKey("sessions.id", ondelete="CASCADE"),
+                      nullable=False),
+            sa.Column("t", sa.Float(), nullable=False),
+            sa.Column("label", sa.String(200), nullable=False),
+        )
+        op.create_index("ix_markers_session_id", "markers", ["session_id"])
 
 
 def downgrade() -> None:
