@@ -5,6 +5,7 @@ Students reach only the Join page (`/join?code=...`): it needs no password and s
 
 from __future__ import annotations
 
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import streamlit as st
@@ -12,7 +13,9 @@ import streamlit as st
 from pages.class_support import JOIN_PATH
 from pages.ui import role_unlocked
 
-st.set_page_config(page_title="ClassMood", page_icon=":material/mood:", layout="wide")
+# A file, served by the app itself: a :material/...: icon as page icon is fetched from the internet.
+PAGE_ICON = Path(__file__).resolve().parent / "assets" / "icon.png"
+st.set_page_config(page_title="ClassMood", page_icon=str(PAGE_ICON), layout="wide")
 
 # The gate comes before the navigation (which must only be built once the page may show).
 student = urlsplit(st.context.url or "").path.rstrip("/").endswith(f"/{JOIN_PATH}")

@@ -18,6 +18,11 @@ Definitions (all over completed one-second buckets, keyed by the epoch second):
   above `negative_share` in `attention_seconds` consecutive seconds that each had
   faces. A second without faces, a second with no analysed frame, or a second at
   or below the threshold ends the streak (no evidence is not evidence of a problem).
+- "now" (`LiveNow`, every live figure of a stream): the last `NOW_WINDOW_S` completed seconds.
+  Faces in view is the most faces in one analysed frame of those seconds; the mood shares count
+  every face-observation of those seconds; each face's label is the argmax of its mean
+  probabilities over those seconds (also what the video overlay draws). One window, so the
+  figures on one screen never contradict each other.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ MAX_PENDING_BUCKETS = 3_600
 MAX_PENDING_SAMPLES = 200_000
 MAX_PENDING_EVENTS = 1_000
 RECENT_EVENTS = 50
+NOW_WINDOW_S = 3  # "now" for every live figure: the last 3 completed seconds
 
 
 class TrackLike(Protocol):
@@ -108,6 +114,77 @@ class Drained:
 
     def __bool__(self) -> bool:
         return bool(self.buckets or self.samples or self.events)
+
+
+@dataclass(frozen=True)
+class NowFace:
+    """One face of "now": its label over the window's seconds, with the confidence of that label."""
+
+    track_id: int
+    label: str
+    confidence: float
+    seconds: int  # of the window's seconds in which it was seen
+
+
+@dataclass(frozen=True)
+class LiveNow:
+    """Every live figure, from one window of completed seconds (see the module docstring)."""
+
+    window_s: int
+    t_start: int | None  # first and last second of the window (epoch s); None before a second completed
+    t_end: int | None
+    faces: int
+    observations: int
+    shares: tuple[float, ...]  # EMOTIONS order; all 0 without faces
+    faces_now: tuple[NowFace, ...]
+    attention: bool
+    attention_reason: str | None
+
+    @property
+    def dominant(self) -> str | None:
+        """The most common label of the window ("happy / sad" when two tie, "mixed" for more); None
+        when no face was seen in it. A few faces tie often, and picking one would contradict the chart."""
+        if self.observations == 0:
+            return None
+        top = max(self.shares)
+        tied = [e for e, share in zip(EMOTIONS, self.shares, strict=True) if top - share < 1e-9]
+        return tied[0] if len(tied) == 1 else " / ".join(tied) if len(tied) == 2 else "mixed"
+
+    @property
+    def distribution(self) -> pd.Series:
+        return pd.Series(self.shares, index=list(EMOTIONS), name="value")
+
+
+def face_labels(samples: Sequence[TrackSample]) -> dict[int, NowFace]:
+    """Per track: the label of its mean probabilities over the given per-second samples."""
+    sums: dict[int, list] = {}
+    for sample in samples:
+        entry = sums.setdefault(sample.track_id, [np.zeros(NUM_EMOTIONS), 0])
+        entry[0] += sample.probs
+        entry[1] += 1
+    faces = {}
+    for track_id, (total, count) in sums.items():
+        mean = total / count
+        top = int(mean.argmax())
+        faces[track_id] = NowFace(track_id, EMOTIONS[top], float(mean[top]), count)
+    return faces
+
+
+def live_now(buckets: Sequence[Bucket], samples: Sequence[TrackSample], attention: bool,
+             attention_reason: str | None, window_s: int = NOW_WINDOW_S) -> LiveNow:
+    """The window of the last `window_s` completed seconds of `buckets` (in time order)."""
+    if not buckets:
+        return LiveNow(window_s, None, None, 0, 0, _ZERO_SHARES, (), False, None)
+    t_end = buckets[-1].t
+    window = [b for b in buckets[-window_s:] if b.t > t_end - window_s]
+    observations = sum(b.observations for b in window)
+    shares = _ZERO_SHARES
+    if observations:
+        counts = np.sum([np.asarray(b.shares) * b.observations for b in window], axis=0)
+        shares = tuple((counts / observations).tolist())
+    faces = face_labels([s for s in samples if s.t >= window[0].t and s.t <= t_end])
+    return LiveNow(window_s, window[0].t, t_end, max(b.faces for b in window), observations, shares,
+                   tuple(faces[k] for k in sorted(faces)), attention, attention_reason)
 
 
 @dataclass(frozen=True)
@@ -261,9 +338,14 @@ class AggregatorSnapshot:
     recent_events: tuple[AttentionEvent, ...]
     frames_analysed: int
     dropped: int
+    recent_samples: tuple[TrackSample, ...] = ()  # per-track seconds of the "now" window
 
     def frame(self) -> pd.DataFrame:
         return buckets_frame(self.buckets)
+
+    def now(self, window_s: int = NOW_WINDOW_S) -> LiveNow:
+        """Every live figure of this snapshot, over the last `window_s` completed seconds."""
+        return live_now(self.buckets, self.recent_samples, self.attention, self.attention_reason, window_s)
 
 
 @dataclass
@@ -303,6 +385,8 @@ class SessionAggregator:
         self._pending_events: deque[AttentionEvent] = deque()
         self._limits = (max_pending_buckets, max_pending_samples, max_pending_events)
         self._recent_events: deque[AttentionEvent] = deque(maxlen=RECENT_EVENTS)
+        self._recent_samples: deque[tuple[int, tuple[TrackSample, ...]]] = deque(maxlen=NOW_WINDOW_S)
+        self.now_labels: dict[int, NowFace] = {}  # the overlay's labels: replaced, never mutated
         self._acc: _Accumulator | None = None
         self._faces_now = 0
         self._frames = 0
@@ -367,6 +451,7 @@ class SessionAggregator:
                 recent_events=tuple(self._recent_events),
                 frames_analysed=self._frames,
                 dropped=self._dropped,
+                recent_samples=tuple(s for _, second in self._recent_samples for s in second),
             )
 
     def drain(self) -> Drained:
@@ -414,11 +499,19 @@ class SessionAggregator:
         bucket = Bucket(acc.t, acc.faces, acc.frames, n, mean, shares, attention)
         self._window.append(bucket)
         self._push(self._pending_buckets, bucket, self._limits[0])
+        second: list[TrackSample] = []
         for track_id, (prob_sum, count) in acc.per_track.items():
             track_mean = (prob_sum / count).tolist()
             top = max(range(NUM_EMOTIONS), key=track_mean.__getitem__)  # first max, like argmax
             sample = TrackSample(acc.t, track_id, tuple(track_mean), EMOTIONS[top], track_mean[top])
             self._push(self._pending_samples, sample, self._limits[1])
+            second.append(sample)
+        # "Now" for the overlay: the same seconds as the snapshot's window (a gap ends nothing here:
+        # the window is the last NOW_WINDOW_S completed seconds, as in live_now).
+        self._recent_samples.append((acc.t, tuple(second)))
+        while self._recent_samples[0][0] <= acc.t - NOW_WINDOW_S:
+            self._recent_samples.popleft()
+        self.now_labels = face_labels([s for _, seconds in self._recent_samples for s in seconds])
         self._peak_faces = max(self._peak_faces, acc.faces)
         self._label_totals += acc.label_counts
         self._seconds += 1

@@ -2,6 +2,7 @@
 
     python -m fer_core.analyze VIDEO [--session-name N] [--class-label L] [--out results.csv|.parquet]
                                [--backend auto|keras|litert] [--model PATH] [--max-fps 5] [--db URL]
+                               [--recorded-at 2026-11-03T09:00]
 
 Frames are decoded with PyAV and analysed at most `max_fps` times per second of
 video (timestamps come from the video, so results do not depend on how fast this
@@ -43,7 +44,14 @@ ProgressCallback = Callable[[float], None]  # fraction of the video done, 0..1
 
 
 class VideoError(ValueError):
-    """The file is not a readable video (missing, empty, not a video, truncated, no frames)."""
+    """The file is not a readable video (missing, empty, not a video, truncated, no frames).
+
+    `str()` names the file (for the CLI); `reason` does not (for a page that names it already).
+    """
+
+    def __init__(self, source: object, reason: str) -> None:
+        super().__init__(f"{source}: {reason}")
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -96,17 +104,17 @@ def probe_video(path: VideoSource) -> VideoInfo:
     """Open the container and check it has a video stream; VideoError otherwise."""
     if isinstance(path, InMemoryVideo):
         if len(path.data) == 0:
-            raise VideoError(f"{path}: the file is empty")
+            raise VideoError(path, "the file is empty")
     elif not path.exists():
-        raise VideoError(f"{path}: no such file")
+        raise VideoError(path, "no such file")
     elif path.is_dir():
-        raise VideoError(f"{path}: is a folder, not a video file")
+        raise VideoError(path, "is a folder, not a video file")
     elif path.stat().st_size == 0:
-        raise VideoError(f"{path}: the file is empty")
+        raise VideoError(path, "the file is empty")
     try:
         with _open(path) as container:
             if not container.streams.video:
-                raise VideoError(f"{path}: has no video stream")
+                raise VideoError(path, "has no video stream")
             stream = container.streams.video[0]
             duration = None
             if stream.duration is not None and stream.time_base is not None:
@@ -117,7 +125,7 @@ def probe_video(path: VideoSource) -> VideoInfo:
             return VideoInfo(duration, fps, stream.codec_context.width, stream.codec_context.height,
                              int(stream.frames or 0))
     except av.FFmpegError as exc:
-        raise VideoError(f"{path}: not a readable video ({_reason(exc)})") from exc
+        raise VideoError(path, f"not a readable video ({_reason(exc)})") from exc
 
 
 class VideoReader:
@@ -157,11 +165,11 @@ class VideoReader:
                     yield rel, frame.to_ndarray(format="bgr24")
         except av.FFmpegError as exc:
             if self.yielded == 0:
-                raise VideoError(f"{self.path}: cannot decode the video ({_reason(exc)})") from exc
+                raise VideoError(self.path, f"cannot decode the video ({_reason(exc)})") from exc
             self.error = _reason(exc)
             log.warning("%s: decoding stopped after %d frames: %s", self.path, self.decoded, self.error)
         if self.yielded == 0:
-            raise VideoError(f"{self.path}: no video frames could be decoded")
+            raise VideoError(self.path, "no video frames could be decoded")
 
     @property
     def seconds(self) -> float:
@@ -192,6 +200,7 @@ def analyze_video_result(
     max_fps: float = DEFAULT_MAX_FPS,
     detect_every: int = 1,
     progress_callback: ProgressCallback | None = None,
+    recorded_at: datetime | None = None,
 ) -> AnalysisResult:
     """Like `analyze_video`, with details. Raises VideoError (bad file; nothing stored) or StoreError.
 
@@ -199,6 +208,8 @@ def analyze_video_result(
     frame as the `full_scan_every` setting says and searching near the tracked faces in between;
     no boxes are drawn. Bucket times are a whole-second epoch base plus
     video time, so bucket k holds video second k and `elapsed_s` in the store is video time.
+    The session's `started_at` is that base (when it was analysed, which the retention limit counts
+    from); `recorded_at` is when the class really took place, if the caller knows it.
     """
     path = path if isinstance(path, InMemoryVideo) else Path(path)
     if max_fps <= 0:
@@ -213,7 +224,8 @@ def analyze_video_result(
     started_at = datetime.fromtimestamp(base, UTC)
     session = LiveSession(
         store, classifier, name=session_name or path.stem, class_label=class_label, source="recording",
-        settings=settings, detect_every=detect_every, started_at=started_at, annotate=False,
+        settings=settings, detect_every=detect_every, started_at=started_at, recorded_at=recorded_at,
+        annotate=False,
     )
     reader = VideoReader(path, max_fps)
     frames = 0
@@ -241,6 +253,15 @@ def analyze_video_result(
     return AnalysisResult(session.session_id, video_seconds, frames, complete)
 
 
+def recording_time(text: str) -> datetime:
+    """ISO date and time -> aware UTC datetime; without an offset it is this machine's local time."""
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date and time: {text!r} (use e.g. 2026-11-03T09:00)") from None
+    return (when if when.tzinfo else when.astimezone()).astimezone(UTC)
+
+
 def write_table(frame, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".parquet":
@@ -259,6 +280,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, help="model directory or file (default: the active model)")
     parser.add_argument("--max-fps", type=float, default=DEFAULT_MAX_FPS, help="analysed frames per video second")
     parser.add_argument("--db", help="SQLAlchemy URL (default: settings)")
+    parser.add_argument("--recorded-at", type=recording_time, metavar="WHEN",
+                        help="when the class was recorded, e.g. 2026-11-03T09:00 (this machine's time zone "
+                             "unless it says +01:00 or Z); History dates and sorts the session by it")
     args = parser.parse_args(argv)
     if args.out is not None and args.out.suffix.lower() not in OUT_SUFFIXES:
         parser.error(f"--out must end in {' or '.join(OUT_SUFFIXES)}")
@@ -288,6 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = analyze_video_result(
                 args.video, store, settings=settings, session_name=args.session_name, class_label=args.class_label,
                 backend=args.backend, model_path=args.model, max_fps=args.max_fps, progress_callback=progress,
+                recorded_at=args.recorded_at,
             )
         except VideoError as exc:
             bar.close()
@@ -304,10 +329,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.out is not None:
         write_table(buckets, args.out)
     flagged = int(buckets["needs_attention"].sum()) if len(buckets) else 0
+    figures = store.session_figures([result.session_id])  # the dominant mood as History shows it
+    dominant = figures["dominant"].iloc[0] if len(figures) and isinstance(figures["dominant"].iloc[0], str) else "-"
     print(
         f"Session {result.session_id} \"{row['name']}\": {result.video_seconds:.1f} s of video, "
         f"{result.frames_analysed} frames analysed, up to {row['faces_seen']} faces, "
-        f"dominant mood {row['dominant_emotion'] or '-'}, {flagged} s flagged for attention "
+        f"dominant mood {dominant}, {flagged} s flagged for attention "
         f"({len(events)} event(s)); stored in {store.url_text}."
     )
     if not result.complete:

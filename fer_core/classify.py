@@ -13,6 +13,7 @@ images go through that one call together. Models load once per process.
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import threading
 from abc import ABC, abstractmethod
@@ -52,6 +53,23 @@ class EmotionClassifier(ABC):
         self.temperature = stored.temperature if temperature is None else check_temperature(
             temperature, f"{source} temperature")
         self.flip_average = stored.flip_average if flip_average is None else bool(flip_average)
+
+    @property
+    def model_name(self) -> str:
+        """The model directory's name (a training run's export: '<run>/export')."""
+        folder = self.source.parent if self.source.suffix else self.source
+        return f"{folder.parent.name}/{folder.name}" if folder.name == "export" else folder.name
+
+    @functools.cached_property
+    def model_sha256(self) -> str:
+        """SHA-256 of the model file this classifier loaded ('' when it did not load one from a file)."""
+        if not self.source.is_file():
+            return ""
+        digest = hashlib.sha256()
+        with self.source.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        return digest.hexdigest()
 
     def predict(self, faces: np.ndarray) -> np.ndarray:
         """(n, 48, 48, 1) float32 0..255 -> (n, 7) probabilities. n may be 0."""

@@ -22,7 +22,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
@@ -122,16 +122,32 @@ def as_bgr(frame: np.ndarray | None) -> np.ndarray | None:
     return np.ascontiguousarray(frame)
 
 
-def draw_faces(frame: np.ndarray, faces: list[FaceObservation]) -> None:
-    """Draw each box with "label NN%" in its emotion's colour, in place."""
+class FaceLabel(Protocol):
+    @property
+    def label(self) -> str: ...
+    @property
+    def confidence(self) -> float: ...
+
+
+NEUTRAL_BGR = (200, 200, 200)
+
+
+def draw_faces(frame: np.ndarray, faces: list[FaceObservation],
+               labels: Mapping[int, FaceLabel] | None = None) -> None:
+    """Draw each box with "#id label NN%" in its emotion's colour, in place.
+
+    `labels` (track id -> label): draw these instead of each face's own frame label, so that the
+    video shows the live page's "now" (a face not in it yet gets its number only).
+    """
     height, width = frame.shape[:2]
     scale = max(0.4, min(width, height) / 900.0)  # text stays readable on small and 4K frames
     thickness = max(1, round(scale * 2))
     for face in faces:
         x, y, w, h = face.box.as_tuple()
-        colour = EMOTION_BGR.get(face.label, (255, 255, 255))
+        shown: FaceLabel | None = face if labels is None else labels.get(face.track_id)
+        colour = EMOTION_BGR.get(shown.label, NEUTRAL_BGR) if shown is not None else NEUTRAL_BGR
         cv2.rectangle(frame, (x, y), (x + w - 1, y + h - 1), colour, thickness)
-        text = f"{face.label} {face.confidence:.0%}"
+        text = f"#{face.track_id}" + (f" {shown.label} {shown.confidence:.0%}" if shown is not None else "")
         (tw, th), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
         top = y - th - baseline - 4 if y - th - baseline - 4 >= 0 else y + h  # above the box, else below
         top = min(max(0, top), max(0, height - th - baseline - 4))
@@ -186,11 +202,13 @@ class FramePipeline:
         self._recent = dict.fromkeys(STAGES, 0.0)
         self._stamps: deque[float] = deque(maxlen=FPS_WINDOW)
 
-    def process(self, frame: np.ndarray, now: float) -> tuple[np.ndarray, list[FaceObservation]]:
+    def process(self, frame: np.ndarray, now: float,
+                labels: Mapping[int, FaceLabel] | None = None) -> tuple[np.ndarray, list[FaceObservation]]:
         """Analyse one frame taken at `now` (seconds); return (annotated BGR frame, faces).
 
         Pipelined, the faces are those of the previous frame (for the first, only carried-over tracks);
-        `result_time` says which frame they describe.
+        `result_time` says which frame they describe. `labels`: what to write on each box (see
+        `draw_faces`); default: each face's own label.
         """
         bgr = as_bgr(frame)
         if bgr is None:
@@ -234,7 +252,7 @@ class FramePipeline:
         start = time.perf_counter()
         if self.annotate:
             out = bgr.copy() if bgr is frame else bgr  # never draw on the caller's array
-            draw_faces(out, faces)
+            draw_faces(out, faces, labels)
         else:
             out = bgr
         timings["annotate"] = time.perf_counter() - start

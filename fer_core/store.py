@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import queue
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -63,7 +64,15 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
 from fer_core import schema
-from fer_core.aggregate import PROB_COLUMNS, SHARE_COLUMNS, AttentionEvent, Bucket, Drained, TrackSample
+from fer_core.aggregate import (
+    ATTENTION_KIND,
+    PROB_COLUMNS,
+    SHARE_COLUMNS,
+    AttentionEvent,
+    Bucket,
+    Drained,
+    TrackSample,
+)
 from fer_core.emotions import EMOTIONS, NEGATIVE_EMOTIONS
 from fer_core.settings import Settings, get_settings
 
@@ -82,6 +91,41 @@ DEFAULT_POOL_SIZE = 5
 DEFAULT_MAX_OVERFLOW = 10
 # Seconds to wait for a PostgreSQL server that does not answer (libpq waits forever by default).
 CONNECT_TIMEOUT_S = 10
+
+
+SettingValue = float | int | str | bool | None
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Which model and which settings produced a session's figures (shown in History, compared in Compare)."""
+
+    model_name: str  # the model directory's name, e.g. fer-inceptionv3
+    model_sha256: str  # of the model file that was loaded: the same name can hold other weights
+    settings: Mapping[str, SettingValue]  # detector, tracker and classifier settings as used
+
+    @property
+    def short_hash(self) -> str:
+        return self.model_sha256[:12]
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Provenance | None:
+        """From a `sessions` row; None for sessions stored before ClassMood recorded it."""
+        if not row.get("model_sha256"):
+            return None
+        try:
+            settings = json.loads(row.get("analysis_settings") or "{}")
+        except ValueError:
+            settings = {}
+        return cls(str(row.get("model_name") or ""), str(row["model_sha256"]),
+                   settings if isinstance(settings, dict) else {})
+
+
+class _Unset:
+    """A keyword left out (None is a value: "no recording date")."""
+
+
+UNSET = _Unset()
 
 
 class StoreError(RuntimeError):
@@ -126,6 +170,11 @@ sessions_table = Table(
     Column("dominant_emotion", String(16), nullable=True),
     Column("frames_analysed", Integer, nullable=False, default=0),
     Column("status", String(16), nullable=False, default="running"),
+    # Issue 28 (additive, all nullable): a recording's real date and time, and what produced the figures.
+    Column("recorded_at", UTCDateTime, nullable=True),
+    Column("model_name", String(NAME_MAX), nullable=True),
+    Column("model_sha256", String(64), nullable=True),
+    Column("analysis_settings", Text, nullable=True),  # JSON: detector and tracker settings as used
     CheckConstraint(f"source IN {SOURCES!r}", name="ck_sessions_source"),
     CheckConstraint(f"status IN {STATUSES!r}", name="ck_sessions_status"),
 )
@@ -170,7 +219,17 @@ events_table = Table(
     UniqueConstraint("session_id", "kind", "t_start", name="uq_events_start"),
 )
 
-_CHILD_TABLES = (buckets_table, track_samples_table, events_table)
+# Lesson markers the instructor drops during a session ("quiz starts").
+markers_table = Table(
+    "markers",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("session_id", ForeignKey("sessions.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("t", Float, nullable=False),  # epoch s, on the session's own clock
+    Column("label", String(NAME_MAX), nullable=False),
+)
+
+_CHILD_TABLES = (buckets_table, track_samples_table, events_table, markers_table)
 
 
 def _sqlite_file(url: URL) -> Path | None:
@@ -308,8 +367,10 @@ class Store:
 
     # --- sessions -------------------------------------------------------------------------
     def create_session(
-        self, name: str, class_label: str = "", source: Source = "live", started_at: datetime | None = None
+        self, name: str, class_label: str = "", source: Source = "live", started_at: datetime | None = None,
+        *, recorded_at: datetime | None = None, provenance: Provenance | None = None,
     ) -> int:
+        """A new running session. `recorded_at`: a recording's real date and time, when known."""
         if source not in SOURCES:
             raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
         values = {
@@ -320,7 +381,11 @@ class Store:
             "status": "running",
             "faces_seen": 0,
             "frames_analysed": 0,
+            "recorded_at": recorded_at,
         }
+        if provenance is not None:
+            values.update(model_name=provenance.model_name[:NAME_MAX], model_sha256=provenance.model_sha256,
+                          analysis_settings=json.dumps(dict(provenance.settings), sort_keys=True))
         with self.guard("create a session"), self.engine.begin() as conn:
             result = conn.execute(insert(sessions_table).values(**values))
             return int(result.inserted_primary_key[0])
@@ -412,6 +477,53 @@ class Store:
                 event_rows,
             )
 
+    def record_settings(self, session_id: int, settings: Mapping[str, SettingValue]) -> None:
+        """Replace a session's analysis settings (they changed while it ran)."""
+        with self.guard("save the session's settings"), self.engine.begin() as conn:
+            conn.execute(update(sessions_table).where(sessions_table.c.id == session_id)
+                         .values(analysis_settings=json.dumps(dict(settings), sort_keys=True)))
+
+    def update_session(
+        self, session_id: int, *, name: str | None = None, class_label: str | None = None,
+        recorded_at: datetime | _Unset | None = UNSET,
+    ) -> None:
+        """Rename a session, change its class, or set (None: clear) its recording date."""
+        values: dict[str, Any] = {}
+        if name is not None:
+            if not name.strip():
+                raise ValueError("a session needs a name")
+            values["name"] = name.strip()[:NAME_MAX]
+        if class_label is not None:
+            values["class_label"] = class_label.strip()[:NAME_MAX]
+        if not isinstance(recorded_at, _Unset):
+            values["recorded_at"] = recorded_at
+        if not values:
+            return
+        with self.guard("change a session"), self.engine.begin() as conn:
+            result = conn.execute(update(sessions_table).where(sessions_table.c.id == session_id).values(**values))
+            if result.rowcount == 0:
+                raise SessionNotFound(f"session {session_id} does not exist")
+
+    def add_marker(self, session_id: int, t: float, label: str) -> None:
+        """A lesson marker at epoch second `t` of the session ("quiz starts")."""
+        label = " ".join(str(label).split())[:NAME_MAX]
+        if not label:
+            raise ValueError("a marker needs a label")
+        with self.guard("save a marker"), self.engine.begin() as conn:
+            if conn.execute(select(sessions_table.c.id).where(sessions_table.c.id == session_id)).first() is None:
+                raise SessionNotFound(f"session {session_id} does not exist")
+            conn.execute(insert(markers_table).values(session_id=session_id, t=float(t), label=label))
+
+    def delete_sessions(self, session_ids: Iterable[int]) -> int:
+        """Delete several sessions and all their data in one transaction; how many existed."""
+        ids = [int(i) for i in session_ids]
+        if not ids:
+            return 0
+        with self.guard("delete sessions"), self.engine.begin() as conn:
+            for table in _CHILD_TABLES:
+                conn.execute(delete(table).where(table.c.session_id.in_(ids)))
+            return conn.execute(delete(sessions_table).where(sessions_table.c.id.in_(ids))).rowcount
+
     def delete_session(self, session_id: int) -> bool:
         """Delete a session and all its data for good; False if it did not exist."""
         with self.guard("delete a session"), self.engine.begin() as conn:
@@ -466,11 +578,54 @@ class Store:
             return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
 
     def list_sessions(self) -> pd.DataFrame:
-        """One row per session, newest first: id, name, class_label, source, started_at, ended_at (UTC), ..."""
+        """One row per session, latest held first: id, name, class_label, source, started_at, ended_at (UTC), ...
+
+        `held_at` is when the class took place: a recording's `recorded_at` when known, else `started_at`.
+        """
         c = sessions_table.c
-        frame = self._frame(select(sessions_table).order_by(c.started_at.desc(), c.id.desc()), "list sessions")
-        for column in ("started_at", "ended_at"):
+        held_at = func.coalesce(c.recorded_at, c.started_at)
+        frame = self._frame(select(sessions_table, held_at.label("held_at")).order_by(held_at.desc(), c.id.desc()),
+                            "list sessions")
+        for column in ("started_at", "ended_at", "recorded_at", "held_at"):
             frame[column] = pd.to_datetime(frame[column], utc=True)
+        return frame
+
+    def session_figures(self, session_ids: Iterable[int] | None = None) -> pd.DataFrame:
+        """Per session: seconds, face_seconds, share_* and negative_share (faces-weighted over its seconds,
+        as `aggregate.overall_distribution`), dominant (NA without faces), attention_events, markers."""
+        b, e, m = buckets_table.c, events_table.c, markers_table.c
+        face_seconds = func.sum(b.faces)
+        negative = sum((b[f"share_{x}"] for x in EMOTIONS if x in NEGATIVE_EMOTIONS), start=0.0)
+        columns = [b.session_id.label("id"), func.count().label("seconds"), face_seconds.label("face_seconds"),
+                   *[func.sum(b.faces * b[c]).label(c) for c in SHARE_COLUMNS],
+                   func.sum(b.faces * negative).label("negative_share")]
+        statement = select(*columns).group_by(b.session_id)
+        events = select(e.session_id.label("id"), func.count().label("attention_events")).where(
+            e.kind == ATTENTION_KIND).group_by(e.session_id)
+        markers = select(m.session_id.label("id"), func.count().label("markers")).group_by(m.session_id)
+        if session_ids is not None:
+            ids = [int(i) for i in session_ids]
+            statement = statement.where(b.session_id.in_(ids))
+            events, markers = events.where(e.session_id.in_(ids)), markers.where(m.session_id.in_(ids))
+        frame = self._frame(statement, "summarise sessions")
+        weights = pd.to_numeric(frame["face_seconds"], errors="coerce").fillna(0.0)
+        for column in (*SHARE_COLUMNS, "negative_share"):
+            sums = pd.to_numeric(frame[column], errors="coerce").fillna(0.0)
+            frame[column] = np.where(weights > 0, sums / weights.where(weights > 0, 1.0), 0.0)
+        shares = frame[list(SHARE_COLUMNS)].to_numpy(dtype=np.float64)
+        frame["dominant"] = [EMOTIONS[int(row.argmax())] if w > 0 else None
+                             for row, w in zip(shares, weights, strict=True)]
+        for extra, name in ((events, "attention_events"), (markers, "markers")):
+            counts = self._frame(extra, "summarise sessions").set_index("id")[name] if len(frame) else pd.Series()
+            frame[name] = frame["id"].map(counts).fillna(0).astype(int)
+        return frame
+
+    def session_markers(self, session_id: int) -> pd.DataFrame:
+        """t (epoch s), label: the session's lesson markers in time order."""
+        m = markers_table.c
+        frame = self._frame(select(m.t, m.label).where(m.session_id == session_id).order_by(m.t, m.id),
+                            "read session markers")
+        frame["t"] = frame["t"].astype("float64")
         return frame
 
     def get_session(self, session_id: int) -> dict[str, Any]:

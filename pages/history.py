@@ -1,30 +1,38 @@
-"""History page (analyst): stored sessions, one in detail, exports, comparison, deletion.
+"""History page (analyst): stored sessions filtered by class and date, one in detail with its report and
+exports, two compared, a class's trend over weeks, editing and deletion.
 
-Everything comes from `fer_core.store.Store`; this page only lays it out. User-given names
-are shown through st.dataframe / widgets / escaped markdown, never as HTML.
+Everything comes from `fer_core.store.Store`; `pages.history_views` turns it into what is shown, and
+this page only lays it out. User-given names are shown through st.dataframe / widgets / escaped
+markdown, never as HTML.
 """
 
 from __future__ import annotations
 
 import io
 import time
-from typing import Any
+from datetime import time as day_time
 
 import pandas as pd
 import streamlit as st
 
-from fer_core.aggregate import overall_distribution
 from fer_core.store import Store, StoreError, run_maintenance, store_for
 from pages import charts
+from pages import history_views as views
 from pages.class_support import upkeep
-from pages.formatting import as_timestamp, format_duration, format_time, to_local, viewer_timezone
+from pages.formatting import as_timestamp, format_time, viewer_timezone
 from pages.formatting import escape_markdown as md
+from pages.report import build_report, report_file_name
 from pages.ui import PRIVACY_NOTICE, RESPONSIBLE_USE_SHORT, app_settings, role_unlocked
 
 PURGE_EVERY_S = 300.0  # retention purge at most every 5 minutes per database
 SELECTED_KEY = "history_session"
 COMPARE_KEY = "history_compare"
+CLASSES_KEY = "history_classes"
+DATES_KEY = "history_dates"
+TREND_KEY = "history_trend_class"
+BULK_KEY = "history_bulk_delete"
 FLASH_KEY = "history_flash"
+TABLE_ROW_PX = 35  # st.dataframe's row height: a table this tall shows every row without scrolling
 LINKED_KEY = "history_session_id"  # set by the Live page after it analysed a recording
 
 settings = app_settings()
@@ -73,70 +81,12 @@ def flash(message: str) -> None:
     st.session_state[FLASH_KEY] = message
 
 
-# --- views of the store's frames ----------------------------------------------------------------
+# --- small pieces --------------------------------------------------------------------------------
 
 
 def session_label(row: pd.Series) -> str:
     """Selectbox text (rendered as plain text by Streamlit)."""
-    return f"{row['name']} · {row['class_label'] or 'no class'} · {format_time(row['started_at'], TZ)}"
-
-
-def duration_text(session: pd.Series) -> str:
-    started, ended = as_timestamp(session["started_at"]), as_timestamp(session["ended_at"])
-    if started is None or ended is None:
-        return str(session.get("status") or "running")  # still open, or ended without closing
-    return format_duration((ended - started).total_seconds())
-
-
-def sessions_view(sessions: pd.DataFrame) -> pd.DataFrame:
-    """The store's session rows as the table analysts read (user text stays plain cell text)."""
-    return pd.DataFrame(
-        {
-            "Name": sessions["name"].astype(str),
-            "Class": sessions["class_label"].fillna("").astype(str),
-            "Started": to_local(sessions["started_at"], TZ),
-            "Duration": [duration_text(row) for _, row in sessions.iterrows()],
-            "Faces seen": sessions["faces_seen"],
-            "Dominant mood": sessions["dominant_emotion"].fillna("–"),
-            "Source": sessions["source"],
-            "Status": sessions["status"],
-        }
-    )
-
-
-def dominant_with_confidence(session: pd.Series, buckets: pd.DataFrame) -> str:
-    """The session's dominant mood next to its share of faces over the session."""
-    overall = overall_distribution(buckets)
-    if overall.sum() <= 0:
-        return "–"
-    emotion = session.get("dominant_emotion") or overall.idxmax()  # open sessions have none stored yet
-    return f"{emotion} ({overall[emotion]:.0%} of faces)"
-
-
-def tracks_view(tracks: pd.DataFrame) -> pd.DataFrame:
-    """Per-track rows: anonymous number, time in view, dominant emotion next to its mean probability."""
-    return pd.DataFrame(
-        {
-            "Track": [f"#{int(n)}" for n in tracks["track"]],
-            "First seen": to_local(tracks["first_t"], TZ, unit="s"),
-            "Seconds in view": tracks["seconds"].astype(int),
-            "Dominant emotion": [
-                f"{label} ({conf:.0%})" for label, conf in zip(tracks["dominant_emotion"], tracks["confidence"],
-                                                              strict=True)
-            ],
-            "Confidence": tracks["confidence"].astype(float),
-        }
-    )
-
-
-def events_view(events: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "From": to_local(events["t_start"], TZ, unit="s"),
-            "To": to_local(events["t_end"], TZ, unit="s"),
-            "Reason": events["reason"].astype(str),
-        }
-    )
+    return f"{row['name']} · {row['class_label'] or 'no class'} · {views.held_text(row, TZ)}"
 
 
 def to_csv(frame: pd.DataFrame) -> bytes:
@@ -145,106 +95,215 @@ def to_csv(frame: pd.DataFrame) -> bytes:
 
 def to_parquet(frame: pd.DataFrame) -> bytes:
     buffer = io.BytesIO()
-    frame.to_parquet(buffer, index=False)
+    frame.to_parquet(buffer, index=False)  # frame.attrs (the session's metadata) go into the file's metadata
     return buffer.getvalue()
+
+
+def read_session(store: Store, row: pd.Series) -> views.SessionData | None:
+    try:
+        return views.load_session(store, row)
+    except StoreError as exc:
+        db_error(exc)
+        return None
+
+
+def held_caption(data: views.SessionData) -> str:
+    row = data.row
+    if data.is_recording:
+        held = views.held_text(row, TZ)
+        when = f"recorded {held}" if held != "date not given" else "recording date not given (set it under Edit)"
+        return f"Recording, {when}; analysed {format_time(row['started_at'], TZ)}. Times are video time."
+    return f"{str(row['source']).capitalize()} session, started {format_time(row['started_at'], TZ)} ({TZ})."
 
 
 # --- sections -------------------------------------------------------------------------------------
 
 
-def session_charts(buckets: pd.DataFrame, events: pd.DataFrame, *, compact: bool = False) -> None:
-    st.altair_chart(charts.timeline_chart(buckets, height=200 if compact else charts.TIMELINE_HEIGHT),
-                    width="stretch")
-    if compact:
-        st.altair_chart(charts.distribution_chart(buckets, height=180), width="stretch")
-        return
+def session_charts(data: views.SessionData) -> None:
+    buckets, markers = data.on_clock(data.buckets), data.on_clock(data.markers)
+    events = data.on_clock(data.events, ("t", "t_start", "t_end"))
+    st.altair_chart(charts.timeline_chart(buckets, clock=data.clock, markers=markers), width="stretch")
     left, right = st.columns(2)
     left.markdown("**Overall distribution** (faces-weighted)")
     left.altair_chart(charts.distribution_chart(buckets), width="stretch")
     right.markdown("**Faces in view**")
-    right.altair_chart(charts.faces_chart(buckets, height=charts.BAR_HEIGHT), width="stretch")
+    right.altair_chart(charts.faces_chart(buckets, height=charts.BAR_HEIGHT - 40, clock=data.clock,
+                                          markers=markers), width="stretch")
     st.markdown("**Needs attention** (negative share; shaded where the signal fired)")
-    st.altair_chart(charts.attention_chart(buckets, events, event_label_column="reason"), width="stretch")
+    st.altair_chart(charts.attention_chart(buckets, events, event_label_column="reason", clock=data.clock,
+                                           markers=markers), width="stretch")
 
 
-def detail_section(store: Store, session: pd.Series) -> None:
-    session_id = int(session["id"])  # numpy ints would bind as blobs in SQLite and match nothing
-    try:
-        buckets = store.session_buckets(session_id)
-        tracks = store.session_tracks(session_id)
-        events = store.session_events(session_id)
-    except StoreError as exc:
-        db_error(exc)
-        return
-
-    st.subheader(md(session["name"]))
-    st.caption(f"Class: {md(session['class_label'] or '–')} · Source: {md(session['source'])}")
+def detail_section(data: views.SessionData) -> None:
+    row = data.row
+    st.subheader(md(row["name"]))
+    st.caption(f"Class: {md(row['class_label'] or '–')} · {md(held_caption(data))}")
+    st.caption(f"Model: {md(views.model_text(data.provenance))} · Settings: {md(views.settings_text(data.provenance))}")
     c1, c2, c3, c4 = st.columns(4)
-    c1.metric("Duration", duration_text(session))
-    c2.metric("Faces seen", f"{int(session['faces_seen'] or 0)}", help="Most faces in view in any one second.")
-    c3.metric("Dominant mood", dominant_with_confidence(session, buckets))
-    c4.metric("Needs attention", f"{len(events)} time(s)", help=f"{int(buckets['needs_attention'].sum())} s flagged")
+    c1.metric("Duration", views.short_duration(views.duration_seconds(row)), help=views.duration_text(row))
+    c2.metric("Faces seen", f"{int(row['faces_seen'] or 0)}", help="Most faces in view in any one second.")
+    dominant = data.dominant
+    c3.metric("Dominant mood", dominant or "–",
+              delta=f"{data.distribution[dominant]:.0%} of faces" if dominant else None,
+              delta_color="off", delta_arrow="off", help="The largest share in the overall distribution below.")
+    attention = int((data.events["kind"] == "needs_attention").sum()) if len(data.events) else 0
+    flagged = int(data.buckets["needs_attention"].sum()) if len(data.buckets) else 0
+    c4.metric("Needs attention", f"{attention}×", delta=f"{flagged} s flagged", delta_color="off",
+              delta_arrow="off")
 
-    if buckets.empty:
+    if data.buckets.empty:
         st.info("This session has no per-second figures (it ended before its first full second).")
+    elif not data.faces_seen:
+        st.info(f"No faces were seen in this session ({len(data.buckets)} s analysed), so there is no mood "
+                "to chart.", icon=":material/face_retouching_off:")
     else:
-        session_charts(buckets, events)
-    if session["source"] == "class":
+        session_charts(data)
+    if row["source"] == "class":
         st.markdown("**Students connected** (an online class: class-level figures only; expressions are kept only "
                     "for seconds when enough students' faces were in view)")
-        st.altair_chart(charts.students_chart(buckets), width="stretch")
-    if not events.empty:
-        st.dataframe(events_view(events), hide_index=True, width="stretch")
+        st.altair_chart(charts.students_chart(data.buckets), width="stretch")
+    if not data.events.empty:
+        st.dataframe(views.events_view(data, TZ), hide_index=True, width="stretch")
+    if not data.markers.empty:
+        st.markdown("**Lesson markers**")
+        st.dataframe(views.markers_view(data, TZ), hide_index=True, width="stretch")
 
     st.markdown("**Tracks** (anonymous; numbers are new in every session)")
-    if session["source"] == "class":
+    if row["source"] == "class":
         st.caption("Online classes store no per-face or per-student rows, only class-level seconds.")
-    elif tracks.empty:
+    elif data.tracks.empty:
         st.caption("No face tracks were stored for this session.")
     else:
         st.dataframe(
-            tracks_view(tracks),
+            views.tracks_view(data, TZ),
             hide_index=True,
             width="stretch",
-            column_config={"Confidence": st.column_config.ProgressColumn(format="percent", min_value=0, max_value=1)},
+            column_config={"Confidence": st.column_config.ProgressColumn(
+                format="%d%%", min_value=0, max_value=100,
+                help="Mean probability of the dominant emotion over the seconds the face was in view.")},
         )
+    export_section(data)
 
-    st.markdown("**Export** (per-second figures)")
-    d1, d2, _ = st.columns([1, 1, 3])
-    d1.download_button("Download CSV", to_csv(buckets), file_name=f"classmood-session-{session_id}.csv",
+
+def export_section(data: views.SessionData) -> None:
+    session_id = data.session_id
+    st.markdown("**Export** (the report; the per-second figures with the session's name, class, events and markers)")
+    d0, d1, d2, _ = st.columns([1.3, 1, 1, 1.5])
+    d0.download_button("Report (HTML)", lambda: build_report(data, TZ).encode("utf-8"),
+                       file_name=report_file_name(data), mime="text/html", icon=":material/description:",
+                       key="download_report", type="primary",
+                       help="One file with the charts inside: opens without the internet and prints to PDF.")
+    table = views.export_frame(data)
+    d1.download_button("CSV", to_csv(table), file_name=f"classmood-session-{session_id}.csv",
                        mime="text/csv", icon=":material/download:", key="download_csv")
-    d2.download_button("Download Parquet", to_parquet(buckets), file_name=f"classmood-session-{session_id}.parquet",
+    d2.download_button("Parquet", to_parquet(table), file_name=f"classmood-session-{session_id}.parquet",
                        mime="application/vnd.apache.parquet", icon=":material/download:", key="download_parquet")
 
 
-def compare_section(store: Store, sessions: pd.DataFrame, selected: Any, labels: dict[Any, str]) -> None:
-    others = [int(sid) for sid in sessions["id"] if sid != selected]
+def compare_section(store: Store, sessions: pd.DataFrame, first: views.SessionData, labels: dict[int, str]) -> None:
+    others = [int(sid) for sid in sessions["id"] if int(sid) != first.session_id]
     if not others:
-        st.caption("Store a second session to compare two side by side.")
+        st.caption("Store a second session to compare two.")
         return
     other = st.selectbox("Compare with", [None, *others], key=COMPARE_KEY,
                          format_func=lambda sid: "(choose a session)" if sid is None else labels[sid])
     if other is None:
         return
-    columns = st.columns(2)
-    for column, sid in zip(columns, (selected, other), strict=True):
-        row = sessions.loc[sessions["id"] == sid].iloc[0]
-        with column:
-            st.markdown(f"**{md(row['name'])}** · {md(format_time(row['started_at'], TZ))}")
-            try:
-                buckets = store.session_buckets(sid)
-                events = store.session_events(sid)
-            except StoreError as exc:
-                db_error(exc)
-                continue
-            st.metric("Dominant mood", dominant_with_confidence(row, buckets))
-            session_charts(buckets, events, compact=True)
+    second = read_session(store, sessions.loc[sessions["id"] == other].iloc[0])
+    if second is None:
+        return
+    names = (str(first.row["name"]), str(second.row["name"]))
+    if names[0] == names[1]:
+        names = (f"{names[0]} ({views.held_text(first.row, TZ)})", f"{names[1]} ({views.held_text(second.row, TZ)})")
+    same = views.same_model(first, second)
+    if same is False:
+        st.warning(f"These sessions were made with different models ({md(views.model_text(first.provenance))} and "
+                   f"{md(views.model_text(second.provenance))}): part of any difference comes from the models, "
+                   "not the classes.", icon=":material/compare_arrows:")
+    elif same is None:
+        st.info("At least one of these sessions did not record its model, so whether the same model made both "
+                "is unknown.", icon=":material/help:")
+    table = views.comparison_table(first, second, names)
+    st.dataframe(table, hide_index=True, width="stretch", height=TABLE_ROW_PX * (len(table) + 1) + 3)
+    st.altair_chart(charts.compare_distribution_chart({names[0]: first.distribution, names[1]: second.distribution},
+                                                      title="Overall distribution"), width="stretch")
+    starts = {name: float(data.buckets["t"].min()) if len(data.buckets) else 0.0
+              for name, data in zip(names, (first, second), strict=True)}
+    from_start = {name: charts.on_video_clock(data.buckets, starts[name])
+                  for name, data in zip(names, (first, second), strict=True)}
+    markers = pd.concat([charts.on_video_clock(data.markers, starts[name]).assign(
+        label=lambda m, name=name: name + ": " + m["label"].astype(str))
+        for name, data in zip(names, (first, second), strict=True)], ignore_index=True)
+    st.altair_chart(charts.compare_timeline_chart(from_start, markers=markers,
+                                                  title="Negative share from each session's start"), width="stretch")
+
+
+def trend_section(sessions: pd.DataFrame, figures: pd.DataFrame, selected: pd.Series) -> None:
+    options = views.class_options(sessions)
+    default = selected["class_label"] or views.NO_CLASS
+    if st.session_state.get(TREND_KEY) not in options:
+        st.session_state[TREND_KEY] = default if default in options else options[0]
+    chosen = st.selectbox("Class", options, key=TREND_KEY)
+    of_class = views.filter_sessions(sessions, [chosen], None, TZ)
+    trend = views.trend_frame(of_class, figures)
+    st.caption(f"{len(trend)} session(s) of {md(chosen)} within the dates chosen above, in date order. Each "
+               "session's figures are over all its seconds, faces-weighted, as in its details.")
+    if trend.empty:
+        return
+    st.altair_chart(charts.trend_mood_chart(trend, title="Dominant mood"), width="stretch")
+    st.altair_chart(charts.trend_negative_chart(trend, title="Negative share"), width="stretch")
+    st.altair_chart(charts.trend_attention_chart(trend, title="Needs attention (times per session)"),
+                    width="stretch")
+    table = pd.DataFrame({
+        "Date": [views.held_text(row, TZ) for _, row in of_class.set_index("id").loc[trend["id"]].reset_index()
+                 .iterrows()],
+        "Session": trend["name"].astype(str),
+        "Dominant mood": trend["dominant"].fillna("–").astype(str),
+        "Negative share": [f"{v:.0%}" if pd.notna(d) else "–" for v, d in zip(trend["negative_share"],
+                                                                               trend["dominant"], strict=True)],
+        "Needs attention": trend["attention_events"].astype(int),
+    })
+    st.dataframe(table, hide_index=True, width="stretch")
+
+
+def edit_section(store: Store, data: views.SessionData) -> None:
+    row, session_id = data.row, data.session_id
+    with st.form(f"edit_{session_id}", border=True):
+        st.markdown("**Edit this session**")
+        name = st.text_input("Name", value=str(row["name"]), max_chars=200, key=f"edit_name_{session_id}")
+        class_label = st.text_input("Class", value=str(row["class_label"] or ""), max_chars=200,
+                                    key=f"edit_class_{session_id}")
+        day = at = None
+        if data.is_recording:
+            recorded = as_timestamp(row.get("recorded_at"))
+            local = recorded.tz_convert(TZ) if recorded is not None else None
+            left, right = st.columns(2)
+            day = left.date_input("Recorded on", value=local.date() if local is not None else None,
+                                  key=f"edit_day_{session_id}", help="Leave empty when it is not known.")
+            at = right.time_input("at", value=local.time() if local is not None else day_time(9, 0),
+                                  key=f"edit_time_{session_id}", help=f"Time zone {TZ}.")
+        saved = st.form_submit_button("Save changes", type="primary", icon=":material/save:")
+    if not saved:
+        return
+    if not name.strip():
+        st.error("A session needs a name.")
+        return
+    changes: dict = {"name": name, "class_label": class_label}
+    if data.is_recording:
+        changes["recorded_at"] = views.local_datetime(day, at or day_time(0, 0), TZ) if day is not None else None
+    try:
+        store.update_session(session_id, **changes)
+    except StoreError as exc:
+        db_error(exc)
+        return
+    flash("Session changed.")
+    st.rerun()
 
 
 def delete_section(store: Store, session: pd.Series) -> None:
     session_id = int(session["id"])  # numpy ints would bind as blobs in SQLite and match nothing
     with st.expander("Delete this session", icon=":material/delete:"):
-        st.write("Deletes its per-second figures, tracks and events for good. This cannot be undone.")
+        st.write("Deletes its per-second figures, tracks, events and markers for good. This cannot be undone.")
         confirmed = st.checkbox("Yes, delete this session permanently", key=f"confirm_delete_{session_id}")
         if st.button("Delete session", type="primary", disabled=not confirmed, key=f"delete_{session_id}"):
             try:
@@ -258,6 +317,41 @@ def delete_section(store: Store, session: pd.Series) -> None:
             st.rerun()
 
 
+def delete_several_section(store: Store, sessions: pd.DataFrame, labels: dict[int, str]) -> None:
+    st.markdown("**Delete several sessions**")
+    chosen = st.multiselect("Sessions to delete", [int(i) for i in sessions["id"]], key=BULK_KEY,
+                            format_func=labels.__getitem__, placeholder="Choose sessions")
+    confirmed = st.checkbox(f"Yes, delete {len(chosen)} session(s) and all their figures permanently",
+                            key="confirm_bulk_delete", disabled=not chosen)
+    if st.button("Delete sessions", type="primary", disabled=not (chosen and confirmed), key="bulk_delete",
+                 icon=":material/delete_sweep:"):
+        try:
+            removed = store.delete_sessions(chosen)
+        except StoreError as exc:
+            db_error(exc)
+            return
+        for key in (SELECTED_KEY, COMPARE_KEY, BULK_KEY, "confirm_bulk_delete"):
+            st.session_state.pop(key, None)
+        flash(f"Deleted {removed} session(s).")
+        st.rerun()
+
+
+def filters(sessions: pd.DataFrame) -> pd.DataFrame:
+    """Class and date-range filters; the sessions they keep."""
+    days = views.held_dates(sessions, TZ)
+    first, last = min(days), max(days)
+    if st.session_state.get(DATES_KEY + "_span") != (first, last):  # sessions came, went or were redated
+        st.session_state[DATES_KEY + "_span"] = (first, last)
+        st.session_state.pop(DATES_KEY, None)  # back to every date, and never outside the new span
+    left, right = st.columns([3, 2])
+    classes = left.multiselect("Classes", views.class_options(sessions), key=CLASSES_KEY,
+                               placeholder="All classes")
+    picked = right.date_input("Held between", value=(first, last), min_value=first, max_value=last, key=DATES_KEY,
+                              format="YYYY-MM-DD")
+    dates = (picked[0], picked[-1]) if isinstance(picked, tuple | list) and picked else None
+    return views.filter_sessions(sessions, classes, dates, TZ)
+
+
 # --- page -------------------------------------------------------------------------------------------
 
 if message := st.session_state.pop(FLASH_KEY, None):
@@ -266,12 +360,13 @@ if message := st.session_state.pop(FLASH_KEY, None):
 try:
     store = store_for(settings)
     purge_if_due(store, settings.db_url)
-    sessions = store.list_sessions()
+    all_sessions = store.list_sessions()
+    figures = store.session_figures()
 except StoreError as exc:
     db_error(exc)
     st.stop()
 
-if sessions.empty:
+if all_sessions.empty:
     st.info(
         "No sessions stored yet. Run a class on the **Live class** page (or analyse a recording with "
         "`python -m fer_core.analyze`); its per-second figures appear here when it ends. "
@@ -282,13 +377,14 @@ if sessions.empty:
     st.stop()
 
 st.subheader("Sessions")
-st.dataframe(
-    sessions_view(sessions),
-    hide_index=True,
-    width="stretch",
-    column_config={"Started": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm", help=f"Time zone {TZ}")},
-)
-st.caption(f"Sessions are kept for {settings.retention_days} days, then deleted automatically.")
+sessions = filters(all_sessions)
+if sessions.empty:
+    st.info("No session matches these filters.", icon=":material/filter_alt_off:")
+    st.stop()
+st.dataframe(views.sessions_view(sessions, figures, TZ), hide_index=True, width="stretch",
+             column_config={"Date": st.column_config.TextColumn(help=f"When the class took place, time zone {TZ}")})
+st.caption(f"{len(sessions)} of {len(all_sessions)} session(s), latest first. Sessions are kept for "
+           f"{settings.retention_days} days after they were stored, then deleted automatically.")
 
 labels = {int(row["id"]): session_label(row) for _, row in sessions.iterrows()}
 ids = list(labels)
@@ -298,10 +394,19 @@ if st.session_state.get(SELECTED_KEY) not in ids:
     st.session_state[SELECTED_KEY] = ids[0]
 selected = st.selectbox("Session", ids, key=SELECTED_KEY, format_func=labels.__getitem__)
 session = sessions.loc[sessions["id"] == selected].iloc[0]
+data = read_session(store, session)
 
-detail_tab, compare_tab = st.tabs(["Details", "Compare"])
+detail_tab, compare_tab, trend_tab, edit_tab = st.tabs(["Details", "Compare", "Class trend", "Edit and delete"])
 with detail_tab:
-    detail_section(store, session)
-    delete_section(store, session)
+    if data is not None:
+        detail_section(data)
 with compare_tab:
-    compare_section(store, sessions, selected, labels)
+    if data is not None:
+        compare_section(store, sessions, data, labels)
+with trend_tab:
+    trend_section(sessions, figures, session)
+with edit_tab:
+    if data is not None:
+        edit_section(store, data)
+    delete_section(store, session)
+    delete_several_section(store, sessions, labels)

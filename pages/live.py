@@ -3,37 +3,65 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import av
+import pandas as pd
 import streamlit as st
 from streamlit_webrtc import WebRtcMode, webrtc_streamer
 
-from fer_core.aggregate import current_distribution
 from fer_core.live import LiveController
 from fer_core.model_io import ModelError
 from fer_core.store import StoreError
 from pages import charts, online_class
+from pages.charts import on_video_clock
+from pages.formatting import viewer_timezone
+from pages.history_views import local_datetime
 from pages.live_support import (
     analyse_upload,
     check_upload,
     confidence_note,
     face_rows,
+    now_caption,
     open_live_session,
+    recording_date_problem,
     rtc_configuration,
     sensitivity_levels,
 )
 from pages.ui import PRIVACY_NOTICE, RESPONSIBLE_USE_SHORT, app_settings
 
+if TYPE_CHECKING:
+    from fer_core.session import LiveSession
+
 CHART_REFRESH_S = 1.0
 LIVE_WINDOW_S = 300  # the charts show the last five minutes
 
 settings = app_settings()
+TZ = viewer_timezone(st.context.timezone)
 levels = sensitivity_levels(settings)
 st.title("Live class")
 st.caption("Class-level mood from the faces in view. Numbers only: no video or face image is stored.")
 st.info(RESPONSIBLE_USE_SHORT, icon=":material/gavel:")
 
 controller: LiveController = st.session_state.setdefault("live_controller", LiveController())
+
+
+def marker_form(session: LiveSession) -> None:
+    """The instructor marks a moment of the lesson; it shows on every timeline and in the report."""
+    with st.form("live_marker", clear_on_submit=True, border=False):
+        label = st.text_input("Lesson marker", max_chars=120, placeholder="e.g. quiz starts",
+                              key="live_marker_label", help="Marks this moment on every timeline and in the report.")
+        dropped = st.form_submit_button("Drop marker", icon=":material/flag:")
+    if dropped:
+        try:
+            marker = session.add_marker(label)
+        except ValueError:
+            st.warning("Give the marker a label first.", icon=":material/flag:")
+        except StoreError as exc:
+            st.error(f"The marker could not be stored: {exc}", icon=":material/database:")
+        else:
+            st.toast(f"Marker “{marker.label}” dropped.", icon=":material/flag:")
+
 
 webcam_tab, class_tab, recording_tab = st.tabs(["Webcam", "Online class", "Analyse a recording"])
 
@@ -100,6 +128,8 @@ with webcam_tab:
                     st.error(f"Cannot start the analysis: {exc}", icon=":material/error:")
             elif not ctx.state.playing and controller.active:
                 controller.stop()
+        if controller.active and controller.session is not None:
+            marker_form(controller.session)
 
     def live_panel() -> None:
         session = controller.session
@@ -114,21 +144,26 @@ with webcam_tab:
             return
         snap = session.snapshot()
         buckets = snap.aggregate.frame().tail(LIVE_WINDOW_S)
+        now = snap.aggregate.now()  # every figure below comes from this one window
         a, b, c, d = st.columns(4)
-        a.metric("Faces in view", snap.aggregate.faces_now)
+        a.metric("Faces in view", now.faces)
         b.metric("Analysed frames/s", f"{snap.analysed_fps:.1f}")
-        current = current_distribution(buckets) if len(buckets) else None
-        dominant = current.idxmax() if current is not None and current.sum() > 0 else None
-        c.metric("Dominant mood", dominant or "—")
-        d.metric("Needs attention", "yes" if snap.aggregate.attention else "no")
-        if snap.aggregate.attention and snap.aggregate.attention_reason:
-            st.warning(snap.aggregate.attention_reason, icon=":material/priority_high:")
-        st.altair_chart(charts.timeline_chart(buckets, title="Class mood, last 5 minutes"), width="stretch")
+        c.metric("Dominant mood", now.dominant or "—")
+        d.metric("Needs attention", "yes" if now.attention else "no")
+        st.caption(now_caption(now, TZ))
+        if now.attention and now.attention_reason:
+            st.warning(now.attention_reason, icon=":material/priority_high:")
+        markers = pd.DataFrame({"t": [m.t for m in snap.markers], "label": [m.label for m in snap.markers]})
+        st.altair_chart(charts.timeline_chart(buckets, title="Class mood, last 5 minutes", markers=markers),
+                        width="stretch")
         left_chart, right_chart = st.columns(2)
-        left_chart.altair_chart(charts.distribution_chart(buckets, which="current", title="Right now"), width="stretch")
-        right_chart.altair_chart(charts.faces_chart(buckets, title="Faces in view"), width="stretch")
+        left_chart.altair_chart(charts.distribution_chart(now.distribution, title=f"Now (last {now.window_s} s)",
+                                                          empty_message="No face in view"), width="stretch")
+        right_chart.altair_chart(charts.faces_chart(buckets, title="Faces in view", markers=markers),
+                                 width="stretch")
         with st.expander("Faces (anonymous track numbers)"):
-            st.dataframe(face_rows(snap.tracks), hide_index=True, width="stretch")
+            st.dataframe(face_rows(now.faces_now, {t.track_id: t.time_in_view for t in snap.tracks}),
+                         hide_index=True, width="stretch")
             classifier = session.pipeline.classifier
             st.caption(confidence_note(classifier.temperature, classifier.flip_average))
 
@@ -146,20 +181,27 @@ with recording_tab:
     )
     rec_name = st.text_input("Session name", max_chars=120, key="recording_name")
     rec_class = st.text_input("Class", max_chars=120, key="recording_class")
+    day_col, time_col = st.columns(2)
+    rec_day = day_col.date_input("Recorded on", value=None, key="recording_day", format="YYYY-MM-DD",
+                                 help="When the class took place: History dates and sorts the session by it. "
+                                      "Leave empty if you do not know; you can set it later on History.")
+    rec_time = time_col.time_input("at", value=None, key="recording_time", help=f"Time zone {TZ}.")
     rec_consent = st.checkbox("The people in this recording agreed to its analysis.", key="recording_consent")
     if st.button("Analyse", type="primary", disabled=upload is None or not rec_consent):
-        problem = check_upload(upload, settings)
+        problem = check_upload(upload, settings) or recording_date_problem(rec_day, rec_time)
         if problem:
             st.error(problem)
         else:
             bar = st.progress(0.0, text="Analysing…")
-            result = analyse_upload(upload, rec_name, rec_class, settings, bar)
+            recorded_at = local_datetime(rec_day, rec_time, TZ) if rec_day and rec_time else None
+            result = analyse_upload(upload, rec_name, rec_class, settings, bar, recorded_at=recorded_at)
             bar.empty()
             if result.error:
                 st.error(result.error)
             else:
                 st.session_state["history_session_id"] = result.session_id
                 st.success(f"Analysed {result.seconds} s of video into a session.")
-                st.altair_chart(charts.timeline_chart(result.buckets, title="Class mood"), width="stretch")
-                st.altair_chart(charts.distribution_chart(result.buckets, title="Overall"), width="stretch")
+                video = on_video_clock(result.buckets, result.origin)  # plotted in video time, from 0:00
+                st.altair_chart(charts.timeline_chart(video, title="Class mood", clock="video"), width="stretch")
+                st.altair_chart(charts.distribution_chart(video, title="Overall"), width="stretch")
                 st.page_link("pages/history.py", label="Open it on the History page", icon=":material/history:")

@@ -5,14 +5,19 @@ No analysis here: it composes `fer_core`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date, datetime
+from datetime import time as dt_time
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from fer_core.aggregate import LiveNow, NowFace
 from fer_core.settings import Settings
+from pages.formatting import format_epoch
 
 
 def sensitivity_levels(settings: Settings) -> dict[str, int]:
@@ -53,16 +58,31 @@ def open_live_session(settings: Settings, name: str, class_label: str, min_neigh
     )
 
 
-def face_rows(tracks: Sequence[Any]) -> pd.DataFrame:
-    """Per-face table: anonymous number, label with its confidence, time in view."""
+def face_rows(faces: Sequence[NowFace], in_view: Mapping[int, float] | None = None) -> pd.DataFrame:
+    """Per-face table of "now": anonymous number, label with its confidence, seconds seen, time in view.
+
+    `in_view`: track id -> seconds since it was first seen, for faces still in the newest frame.
+    """
+    in_view = in_view or {}
     return pd.DataFrame(
         {
-            "Face #": [t.track_id for t in tracks],
-            "Expression": [t.label for t in tracks],
-            "Confidence": [f"{t.confidence:.0%}" for t in tracks],
-            "In view": [f"{t.time_in_view:.0f} s" for t in tracks],
+            "Face #": [f.track_id for f in faces],
+            "Expression": [f.label for f in faces],
+            "Confidence": [f"{f.confidence:.0%}" for f in faces],
+            "In view": [f"{in_view[f.track_id]:.0f} s" if f.track_id in in_view else "left" for f in faces],
         }
     )
+
+
+def now_caption(now: LiveNow, tz: str = "UTC") -> str:
+    """The page's statement of what "now" is, with the seconds it covers."""
+    if now.t_start is None or now.t_end is None:
+        return f"Figures cover the last {now.window_s} complete seconds; the first is not complete yet."
+    start = format_epoch(now.t_start, tz).split(" ")[-1]
+    end = format_epoch(now.t_end + 1, tz).split(" ")[-1]
+    return (f"Every figure here and every label on the video covers the same last {now.window_s} complete "
+            f"seconds ({start}–{end}): faces in view is the most faces in one analysed frame, the mood shares "
+            "count each face in each analysed frame, and each face's label is its average over those seconds.")
 
 
 def confidence_note(temperature: float, flip_average: bool = False) -> str:
@@ -91,15 +111,24 @@ def check_upload(upload: Any, settings: Settings) -> str | None:
     return None
 
 
+def recording_date_problem(day: date | None, at: dt_time | None) -> str | None:
+    """A recording date needs both parts (or neither: not known)."""
+    if (day is None) != (at is None):
+        return "Give both the date and the time the class was recorded, or leave both empty."
+    return None
+
+
 @dataclass
 class RecordingResult:
     session_id: int | None
     seconds: int
     buckets: pd.DataFrame
     error: str | None = None
+    origin: float = 0.0  # epoch second of the video's first frame in `buckets["t"]`
 
 
-def analyse_upload(upload: Any, name: str, class_label: str, settings: Settings, progress_bar: Any) -> RecordingResult:
+def analyse_upload(upload: Any, name: str, class_label: str, settings: Settings, progress_bar: Any,
+                   recorded_at: datetime | None = None) -> RecordingResult:
     """Analyse an uploaded video into a session, straight from memory (never written to disk)."""
     from fer_core.analyze import InMemoryVideo, VideoError, analyze_video
     from fer_core.model_io import ModelError
@@ -114,11 +143,13 @@ def analyse_upload(upload: Any, name: str, class_label: str, settings: Settings,
             session_name=name.strip() or Path(upload.name).stem,
             class_label=class_label.strip(),
             progress_callback=lambda done: progress_bar.progress(min(1.0, done), text=f"Analysing… {done:.0%}"),
+            recorded_at=recorded_at,
         )
         buckets = store.session_buckets(session_id)
-        return RecordingResult(session_id, len(buckets), buckets)
+        origin = math.floor(store.get_session(session_id)["started_at"].timestamp())
+        return RecordingResult(session_id, len(buckets), buckets, origin=float(origin))
     except VideoError as exc:
-        return RecordingResult(None, 0, pd.DataFrame(), f"Cannot analyse {upload.name!s}: {exc}")
+        return RecordingResult(None, 0, pd.DataFrame(), f"Cannot analyse {upload.name!s}: {exc.reason}.")
     except ModelError as exc:
         return RecordingResult(None, 0, pd.DataFrame(), f"The emotion model is not available: {exc}")
     except StoreError as exc:

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from fer_core.aggregate import (
+    NOW_WINDOW_S,
     PROB_COLUMNS,
     SHARE_COLUMNS,
     AttentionEvent,
@@ -257,3 +258,61 @@ def test_distributions_of_nothing_are_zero() -> None:
     assert current_distribution(make_buckets([])).sum() == 0
     assert overall_distribution(make_buckets([None, None])).sum() == 0
     assert current_distribution(make_buckets([None, None])).sum() == 0
+
+
+# --- "now": one window for every live figure ----------------------------------------------------------------
+
+
+def test_now_is_the_last_completed_seconds_for_every_figure() -> None:
+    agg = SessionAggregator(window_s=60)
+    feed_second(agg, 0, ["sad", "sad"])  # outside the window by the end
+    feed_second(agg, 1, ["happy", "sad"])
+    feed_second(agg, 2, ["happy", "happy"])
+    feed_second(agg, 3, ["happy"], frames=4)
+    agg.add(4.0, [])  # completes second 3
+    now = agg.snapshot().now()
+    assert (now.window_s, now.t_start, now.t_end) == (NOW_WINDOW_S, 1, 3)
+    assert now.faces == 2  # the most faces in one frame of seconds 1-3
+    # face-observations of seconds 1-3: happy 2+4+4, sad 2
+    assert now.observations == 12
+    assert now.distribution["happy"] == pytest.approx(10 / 12) and now.distribution["sad"] == pytest.approx(2 / 12)
+    assert now.dominant == "happy"
+    # Each face: its mean over the window's seconds. Face 2 was sad in 1, happy in 2, gone in 3.
+    assert [(f.track_id, f.seconds) for f in now.faces_now] == [(1, 3), (2, 2)]
+    face2 = now.faces_now[1]
+    assert face2.label in ("happy", "sad") and face2.confidence == pytest.approx(0.5)
+    # The video overlay draws exactly these labels.
+    assert agg.now_labels == {f.track_id: f for f in now.faces_now}
+
+
+def test_no_face_now_means_no_mood_now() -> None:
+    # A face was seen, then nobody for longer than the window: no figure may still show the old mood.
+    agg = SessionAggregator(window_s=60)
+    for t in range(5):
+        feed_second(agg, t, ["sad"])
+    for t in range(5, 5 + NOW_WINDOW_S + 1):
+        feed_second(agg, t, [])
+    snap = agg.snapshot()
+    now = snap.now()
+    assert now.faces == 0 and now.dominant is None and now.faces_now == ()
+    assert now.distribution.sum() == 0
+    assert agg.now_labels == {}
+    assert current_distribution(snap.frame())["sad"] == 1.0  # what the page used to show as "right now"
+
+
+def test_now_before_the_first_second_completes() -> None:
+    agg = SessionAggregator()
+    agg.add(0.2, [Face(1, dist(happy=1.0))])
+    now = agg.snapshot().now()
+    assert now.t_end is None and now.faces == 0 and now.dominant is None
+
+
+def test_a_tie_now_is_said_not_broken_silently() -> None:
+    agg = SessionAggregator()
+    feed_second(agg, 0, ["happy", "angry"])
+    feed_second(agg, 1, [])
+    assert agg.snapshot().now().dominant == "angry / happy"  # not "angry" beside a 50/50 chart
+    three = SessionAggregator()
+    feed_second(three, 0, ["happy", "angry", "sad"])
+    feed_second(three, 1, [])
+    assert three.snapshot().now().dominant == "mixed"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -13,6 +14,7 @@ from fer_core.emotions import EMOTION_COLORS, EMOTIONS
 from pages import charts
 from tests.doubles import BUCKETS_T0 as T0
 from tests.doubles import make_buckets
+from tests.vega import streamlit_scene
 
 
 def spec(chart) -> dict:
@@ -118,3 +120,68 @@ def test_progress_lines_come_often_enough_for_a_short_epoch_to_have_a_curve() ->
     assert progress_interval(437, 20) == 20  # FER2013 at batch 64: every 20 batches, 22 lines an epoch
     assert progress_interval(11, 20) == 1  # a tiny data set: every batch, not only at the epoch's end
     assert progress_interval(60, 20) == 6
+
+
+# --- as the app lays them out (Streamlit's autosize, theme and container width; see tests/vega.py) -----------
+
+WIDTHS = (180, 320, 700, 1400)  # a phone column, half of a column, a column, a wide page
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_every_bar_is_labelled_at_any_width(width: int) -> None:
+    frame = make_buckets(["happy"] * 7 + ["sad"] * 2 + ["angry"])
+    for chart in (charts.distribution_chart(frame, title="Overall"),  # the recording result
+                  charts.distribution_chart(frame, which="current", title="Right now"),  # Live
+                  charts.distribution_chart(frame)):  # History and Compare
+        assert streamlit_scene(chart, width).axis("y").visible_labels == list(EMOTIONS)
+
+
+def test_the_live_faces_chart_has_a_whole_number_axis_and_room() -> None:
+    # The Live page's small chart, one face in view: the plot must not collapse to a flat line.
+    scene = streamlit_scene(charts.faces_chart(make_buckets(["happy"] * 5, faces=[1] * 5), title="Faces in view"),
+                            320)
+    assert scene.plot_height == charts.SMALL_HEIGHT
+    assert scene.axis("y").visible_labels == ["0", "1"]
+    assert scene.title_fits("y")
+    four = streamlit_scene(charts.faces_chart(make_buckets(["happy"] * 3, faces=[4, 3, 4])), 320)
+    assert four.axis("y").visible_labels[0] == "0" and four.axis("y").visible_labels[-1] == "4"
+    assert all(label.isdigit() for label in four.axis("y").visible_labels)  # counts, never "0.5"
+
+
+def test_no_faces_is_said_not_drawn_as_zeros() -> None:
+    nobody = make_buckets([None] * 5)
+    assert spec(charts.distribution_chart(nobody))["mark"]["type"] == "text"
+    s = json.dumps(spec(charts.distribution_chart(nobody)))
+    assert "No faces seen" in s
+    scene = streamlit_scene(charts.faces_chart(nobody), 320)
+    assert scene.axis("y").visible_labels == ["0", "1"]  # not 0.000000
+
+
+def test_small_time_charts_keep_their_plot_height_and_axis_titles() -> None:
+    frame = make_buckets(["sad"] * 12 + ["happy"] * 3, flagged=set(range(10, 12)))
+    for width in (320, 900):
+        scene = streamlit_scene(charts.attention_chart(frame, title="Needs attention"), width)
+        assert scene.plot_height == charts.SMALL_HEIGHT
+        assert scene.title_fits("y"), "the 'Negative share' title is longer than the plot"
+        timeline = streamlit_scene(charts.timeline_chart(frame, title="Class mood"), width)
+        assert timeline.plot_height == charts.TIMELINE_HEIGHT
+
+
+def test_recordings_are_drawn_in_video_time() -> None:
+    frame = make_buckets(["happy"] * 90)
+    video = charts.on_video_clock(frame, charts.to_datetime(frame["t"]).min().timestamp())
+    s = spec(charts.timeline_chart(video, clock="video"))
+    assert s["encoding"]["x"]["title"] == "Video time" and s["encoding"]["x"]["scale"]["type"] == "utc"
+    scene = streamlit_scene(charts.timeline_chart(video, clock="video"), 700)
+    labels = scene.axis("x").visible_labels
+    assert labels[0] == "0:00:00" and all(re.fullmatch(r"0:0[01]:\d\d", label) for label in labels)
+
+
+def test_markers_show_on_every_timeline() -> None:
+    frame = make_buckets(["happy"] * 20)
+    markers = pd.DataFrame({"t": [T0 + 5, T0 + 12], "label": ["quiz starts", "group work"]})
+    for chart in (charts.timeline_chart(frame, markers=markers), charts.faces_chart(frame, markers=markers),
+                  charts.attention_chart(frame, markers=markers)):
+        text = json.dumps(spec(chart))
+        assert "quiz starts" in text and "group work" in text
+        assert '"rule"' in text

@@ -149,3 +149,18 @@ def test_as_bgr_conversions() -> None:
     assert as_bgr(np.ones((4, 4), np.float64))[0, 0].tolist() == [255, 255, 255]  # float 0..1 scaled
     assert as_bgr(np.full((4, 4, 3), 300.0))[0, 0].tolist() == [255, 255, 255]  # clipped
     assert as_bgr(np.zeros((4, 4, 4), np.uint8)).shape == (4, 4, 3)
+
+
+def test_boxes_can_show_the_pages_now_instead_of_the_frame_label() -> None:
+    # The Live page draws each face's label over the page's "now" window, not this frame's.
+    from fer_core.aggregate import NowFace
+    from fer_core.pipeline import NEUTRAL_BGR
+
+    pipeline, _, _ = make(boxes=[FaceBox(200, 200, 100, 100)], label="sad")
+    annotated, faces = pipeline.process(np.zeros((480, 640, 3), np.uint8), 0.0,
+                                        {1: NowFace(1, "happy", 0.8, 3)})
+    assert faces[0].label == "sad"  # the frame's own label is unchanged...
+    assert tuple(annotated[250, 200]) == EMOTION_BGR["happy"]  # ...but the box shows "now"
+    # A face that is not in "now" yet gets a plain box with its number only.
+    annotated, _ = pipeline.process(np.zeros((480, 640, 3), np.uint8), 0.1, {})
+    assert tuple(annotated[250, 200]) == NEUTRAL_BGR

@@ -264,13 +264,31 @@ def test_cli_shows_and_upgrades_the_revision(database_url: Callable[[str], str],
 # --- databases that create_all of the first online-class release made or touched ------------------
 
 
+def class_release_database(url: str) -> None:
+    """What that release's create_all made: revision 0003's tables (they matched its metadata), unversioned.
+
+    Built from the frozen revisions, not today's `metadata`, which has grown since.
+    """
+    from alembic import command
+    from alembic.config import Config
+
+    engine = create_engine(url)
+    try:
+        with schema.migration_connection(engine) as conn:
+            config = Config()
+            config.set_main_option("script_location", str(schema.MIGRATIONS_DIR))
+            config.attributes["connection"] = conn
+            command.upgrade(config, "0003")
+            conn.execute(text(f"DROP TABLE {schema.VERSION_TABLE}"))
+    finally:
+        engine.dispose()
+
+
 def test_database_made_by_create_all_of_the_class_release_is_recognised(
     backend: str, database_url: Callable[[str], str]
 ) -> None:
     url = database_url(backend)
-    engine = create_engine(url)
-    metadata.create_all(engine)  # what Store() did before revisions (the metadata is unchanged since)
-    engine.dispose()
+    class_release_database(url)
     store = Store(url, upgrade=False)
     assert store.schema_state() == schema.SchemaState("0003", schema.head_revision(), unversioned=True)
     assert store.upgrade_schema() == ("0003", schema.head_revision())
@@ -295,5 +313,25 @@ def test_first_schema_database_opened_by_the_class_release_is_completed(
             assert compare_metadata(MigrationContext.configure(conn, opts=schema.CONTEXT_OPTIONS), metadata) == []
         assert len(store.session_buckets(1)) == 5 and store.session_buckets(1)["students"].isna().all()
         store.close_session(store.create_session("an online class", source="class"))
+    finally:
+        store.dispose()
+
+
+def test_revision_0004_adds_only_what_a_database_lacks(backend: str, database_url: Callable[[str], str]) -> None:
+    """A database made by create_all of a build that already had issue 28's columns opens and upgrades."""
+    url = database_url(backend)
+    class_release_database(url)
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        kind = "DATETIME" if backend == "sqlite" else "TIMESTAMP WITHOUT TIME ZONE"  # as create_all makes it
+        conn.execute(text(f"ALTER TABLE sessions ADD COLUMN recorded_at {kind}"))
+    engine.dispose()
+    store = Store(url)
+    try:
+        with store.engine.connect() as conn:
+            assert compare_metadata(MigrationContext.configure(conn, opts=schema.CONTEXT_OPTIONS), metadata) == []
+        session_id = store.create_session("after the upgrade")
+        store.add_marker(session_id, 1.0, "quiz")
+        assert store.session_markers(session_id)["label"].tolist() == ["quiz"]
     finally:
         store.dispose()

@@ -201,3 +201,16 @@ def test_guided_and_pipelined_sessions_count_every_frame_once_at_its_own_time(
     assert buckets["faces"].tolist() == [2, 1]  # frame 3's two faces belong to second 0, even pipelined
     assert len(detector.calls) < 8  # full scans on some frames only; the others searched near the faces
     assert not any(t.name.startswith("classmood-detect") and t.is_alive() for t in threading.enumerate())
+
+
+def test_markers_are_stored_at_once_and_shown_live(store: Store, settings: Settings) -> None:
+    session = open_session(store, settings, [FaceBox(10, 10, 50, 50)])
+    run(session, seconds=2)
+    marker = session.add_marker("  quiz\n starts ", now=T0 + 1.5)
+    assert marker.label == "quiz starts"
+    assert [(m.t, m.label) for m in session.snapshot().markers] == [(T0 + 1.5, "quiz starts")]
+    # Stored straight away, not at the end: a crash mid-class keeps it.
+    assert store.session_markers(session.session_id).to_dict("records") == [{"t": T0 + 1.5, "label": "quiz starts"}]
+    with pytest.raises(ValueError, match="needs a label"):
+        session.add_marker("   ")
+    session.stop()
