@@ -36,6 +36,8 @@ TABLE_ROW_PX = 35  # st.dataframe's row height: a table this tall shows every ro
 LINKED_KEY = "history_session_id"  # set by the Live page after it analysed a recording
 
 settings = app_settings()
+if not role_unlocked("app"):  # also here: a page opened by its own URL may run without dashboard.py
+    st.stop()
 TZ = viewer_timezone(st.context.timezone)  # tables show the viewer's clock, like the charts do
 
 st.title("History")

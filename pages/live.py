@@ -28,7 +28,7 @@ from pages.live_support import (
     rtc_configuration,
     sensitivity_levels,
 )
-from pages.ui import PRIVACY_NOTICE, RESPONSIBLE_USE_SHORT, app_settings
+from pages.ui import PRIVACY_NOTICE, RESPONSIBLE_USE_SHORT, app_settings, role_unlocked
 
 if TYPE_CHECKING:
     from fer_core.session import LiveSession
@@ -37,6 +37,8 @@ CHART_REFRESH_S = 1.0
 LIVE_WINDOW_S = 300  # the charts show the last five minutes
 
 settings = app_settings()
+if not role_unlocked("app"):  # also here: a page opened by its own URL may run without dashboard.py
+    st.stop()
 TZ = viewer_timezone(st.context.timezone)
 levels = sensitivity_levels(settings)
 st.title("Live class")

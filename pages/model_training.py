@@ -28,6 +28,8 @@ from training.data import DatasetError
 from training.dataset_zip import DatasetZipError, extract_dataset_zip
 
 settings = app_settings()
+if not role_unlocked("app"):  # also here: a page opened by its own URL may run without dashboard.py
+    st.stop()
 registry = ModelRegistry.from_settings(settings)
 TZ = viewer_timezone(st.context.timezone)
 

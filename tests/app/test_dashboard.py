@@ -61,3 +61,17 @@ def test_app_password_locks_everything_until_given(
     at.switch_page("pages/history.py").run()
     assert at.title[0].value == "History"
     assert "Unlock" not in [b.label for b in at.button]
+
+
+@pytest.mark.parametrize("page", ["live", "history", "model_training"])
+def test_a_page_opened_by_its_own_url_still_asks_for_the_app_password(
+    app_env: Settings, server_address: Callable, monkeypatch: pytest.MonkeyPatch, page: str
+) -> None:
+    # Streamlit can run a pages/ file for its URL without dashboard.py: each page gates itself too.
+    monkeypatch.setenv("CLASSMOOD_APP_PASSWORD", "open-sesame")
+    get_settings.cache_clear()
+    at = AppTest.from_file(str(PAGES / f"{page}.py"), default_timeout=APP_TIMEOUT).run()
+    assert not at.exception
+    assert [b.label for b in at.button] == ["Unlock"]
+    assert not at.title or at.title[0].value in ("History", "Training")  # a title at most, never content
+    assert not at.dataframe and not at.get("vega_lite_chart") and not at.tabs
