@@ -143,7 +143,7 @@ def test_an_uploaded_recording_is_dated_and_charted_from_0_00(tmp_path, monkeypa
     for i in range(25):
         writer.write(np.full((120, 160, 3), i * 8, np.uint8))
     writer.release()
-    monkeypatch.setattr(analyze, "load_classifier", lambda *args, **kwargs: FakeClassifier())
+    monkeypatch.setattr(analyze, "classifier_for", lambda *args, **kwargs: FakeClassifier())
     settings = Settings(data_dir=tmp_path, database_url=f"sqlite:///{tmp_path / 'db.sqlite'}")
     recorded = datetime(2026, 11, 3, 8, 0, tzinfo=UTC)
     result = analyse_upload(BytesUpload("lesson.mp4", video.read_bytes()), "", "7B", settings,
