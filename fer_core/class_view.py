@@ -21,6 +21,8 @@ from fer_core.class_store import ClassInfo, ClassStore
 from fer_core.classroom import class_buckets
 from fer_core.emotions import EMOTIONS
 
+# Longer than a live stream's 3 s (aggregate.NOW_WINDOW_S): a student is analysed about twice a
+# second, so 5 s gives each student some 10 samples, and a student who drops out for a moment still counts.
 NOW_WINDOW_S = 5
 # Seconds are complete in the database about this long after they ended (settle + flush).
 FRESH_S = 4
