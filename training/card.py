@@ -28,7 +28,7 @@ RESULTS_END = "<!-- model-results:end -->"
 # The run options a model card repeats for each training stage.
 STAGE_OPTIONS = (
     "lr", "lr_schedule", "adam_epsilon", "weight_decay", "ema", "precise_bn", "batch_size", "image_size", "augment",
-    "label_smoothing", "erasing", "mixup", "dropout", "class_weights", "distill_from", "distill_weight",
+    "label_smoothing", "erasing", "mixup", "dropout", "class_weights", "distill_from", "distill_also", "distill_weight",
     "base_weights", "pretrained_lr_factor",
 )
 
@@ -216,7 +216,7 @@ def _stage_line(number: int, stage: dict[str, Any]) -> str:
         + (f", random erasing (p {options['erasing']})" if options.get("erasing") else "")
         + (f", mixup (alpha {options['mixup']})" if options.get("mixup") else "")
         + (", class weights" if options.get("class_weights") else "")
-        + (f", distilled from `{_short_path(options['distill_from'])}` (teacher share {options['distill_weight']}, "
+        + (f", distilled from {_teachers(options)} (teacher share {options['distill_weight']}, "
            "flip-averaged)" if options.get("distill_from") else "")
         + (f", Adam epsilon {epsilon}" if epsilon != DEFAULT_ADAM_EPSILON else "")
         + (f", weight decay {options['weight_decay']}" if options.get("weight_decay") else "")
@@ -224,6 +224,12 @@ def _stage_line(number: int, stage: dict[str, Any]) -> str:
         + (f", BatchNorm statistics re-estimated on {options['precise_bn']} clean training faces"
            if options.get("precise_bn") else "")
     )
+
+
+def _teachers(options: dict[str, Any]) -> str:
+    """`a`, or an ensemble of `a` and `b`: the distillation teachers of a stage."""
+    names = [f"`{_short_path(str(path))}`" for path in (options["distill_from"], *(options.get("distill_also") or ()))]
+    return names[0] if len(names) == 1 else f"an ensemble of {', '.join(names[:-1])} and {names[-1]}"
 
 
 def _short_path(path: str) -> str:

@@ -104,6 +104,10 @@ class TrainConfig(BaseModel):
                                         help="self-distillation: train towards this model's predictions (calibrated, "
                                         "averaged with the mirror image) on the clean training faces, mixed with the "
                                         "labels; it may be the --init-from model")
+    distill_also: tuple[Path, ...] = _option((), metavar="MODEL",
+                                             help="with --distill-from: more teachers (one or more models); the "
+                                             "student trains towards the mean of all teachers' predictions (an "
+                                             "ensemble teacher)")
     distill_weight: float = Field(DEFAULT_DISTILL_WEIGHT, ge=0, le=1, validate_default=True,
                                   description="with --distill-from: the teacher's share of each training target, "
                                   "in (0, 1]", json_schema_extra={"metavar": "W", "range": "in (0, 1]"})
@@ -116,6 +120,13 @@ class TrainConfig(BaseModel):
     export: bool = _option(True, help="evaluate, export and calibrate the best model at the end")
     seed: int = Field(default_factory=_new_seed, ge=0,
                       description="random seed (default: a new one for each run, recorded in its config.json)")
+
+    @field_validator("distill_also")
+    @classmethod
+    def _needs_first_teacher(cls, value: tuple[Path, ...], info: ValidationInfo) -> tuple[Path, ...]:
+        if value and info.data.get("distill_from") is None:
+            raise ValueError("needs --distill-from (the first teacher)")
+        return value
 
     @field_validator("distill_weight")
     @classmethod
@@ -185,6 +196,12 @@ def resolve_inputs(config: TrainConfig, pretrained_through: str | None = None) -
             changes["distill_from"] = resolve_model_file(config.distill_from, KERAS_FILE).resolve()
         except ModelError as exc:
             raise ConfigError([Problem("distill_from", str(exc), separator=": ")]) from None
+    if config.distill_also:
+        try:
+            changes["distill_also"] = tuple(resolve_model_file(teacher, KERAS_FILE).resolve()
+                                            for teacher in config.distill_also)
+        except ModelError as exc:
+            raise ConfigError([Problem("distill_also", str(exc), separator=": ")]) from None
     return config.with_changes(**changes)
 
 
@@ -250,7 +267,7 @@ def option_help(field: str) -> str:
     """An option's help with its range and default: what the CLI's --help and the page's tooltips say."""
     info = TrainConfig.model_fields[field]
     notes = [] if describe_range(info) == "valid" else [describe_range(info)]
-    if not info.is_required() and info.default_factory is None and info.default is not None:
+    if not info.is_required() and info.default_factory is None and info.default not in (None, ()):
         notes.append(f"default: {info.default}")
     return (info.description or "") + (f" ({'; '.join(notes)})" if notes else "")
 

@@ -1,4 +1,8 @@
-"""Self-distillation targets: each training face's label mixed with a teacher model's prediction."""
+"""Distillation targets: each training face's label mixed with a teacher model's prediction.
+
+The teacher may be one model (self-distillation from the shipped model, say) or the mean of several
+(an ensemble teacher: `distill_from` plus `distill_also`).
+"""
 
 from __future__ import annotations
 
@@ -26,7 +30,8 @@ def distillation_targets(run_dir: Path, config: TrainConfig, train_data: SplitDa
 
     FER2013's labels are noisy (about 65% human agreement): the teacher's soft prediction says how much
     a face also looks like the other classes, where a one-hot label says it is one class only. The teacher
-    averages each clean face with its mirror image (flip averaging), then its stored temperature applies.
+    averages each clean face with its mirror image (flip averaging), then its stored temperature applies;
+    several teachers' calibrated predictions are averaged.
     The predictions are kept in the run folder, so a resume trains towards the same targets even when
     the teacher file has been replaced since (a publish over models/, say).
     """
@@ -41,15 +46,24 @@ def distillation_targets(run_dir: Path, config: TrainConfig, train_data: SplitDa
                                       "faces; the data set has changed since this run started")
         log.info("distillation: teacher predictions read from %s", path)
     else:
-        t0 = time.monotonic()
-        teacher = inference.predict(inference.load_predictor(config.distill_from, "keras", flip_average=True),
-                                    train_data.images)
+        teacher = np.mean([_predictions(model, train_data) for model in (config.distill_from, *config.distill_also)],
+                          axis=0)
+        if config.distill_also:
+            log.info("distillation: the ensemble of %d teachers agrees with %.1f%% of the training labels",
+                     1 + len(config.distill_also), 100 * float((teacher.argmax(1) == train_data.labels).mean()))
         partial = path.with_suffix(".partial.npy")
         np.save(partial, teacher.astype(np.float32))
         os.replace(partial, path)
-        log.info("distillation: teacher %s agrees with %.1f%% of the %d training labels (%.0fs)",
-                 config.distill_from, 100 * float((teacher.argmax(1) == train_data.labels).mean()),
-                 len(train_data), time.monotonic() - t0)
     weight = config.distill_weight
     onehot = np.eye(NUM_EMOTIONS, dtype=np.float32)[train_data.labels]
     return ((1.0 - weight) * onehot + weight * teacher).astype(np.float32)
+
+
+def _predictions(model: Path, train_data: SplitData) -> np.ndarray:
+    """One teacher's calibrated, flip-averaged predictions on the clean training faces."""
+    t0 = time.monotonic()
+    predictions = inference.predict(inference.load_predictor(model, "keras", flip_average=True), train_data.images)
+    log.info("distillation: teacher %s agrees with %.1f%% of the %d training labels (%.0fs)",
+             model, 100 * float((predictions.argmax(1) == train_data.labels).mean()), len(train_data),
+             time.monotonic() - t0)
+    return predictions

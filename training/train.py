@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 from types import FrameType
-from typing import Any, get_args
+from typing import Any, get_args, get_origin
 
 from training import runs
 from training.card import init_record
@@ -72,13 +72,17 @@ def _add_option(parser: argparse.ArgumentParser, name: str) -> None:
         action = "store_false" if field.default else "store_true"
         parser.add_argument(cli_flag(name), dest=name, action=action, default=None, help=help_text)
         return
+    extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+    if get_origin(field.annotation) is tuple:  # a list of paths (more teachers)
+        parser.add_argument(cli_flag(name), dest=name, type=Path, nargs="+", default=None,
+                            metavar=extra.get("metavar"), help=help_text)
+        return
     choices = get_args(field.annotation) if field.annotation is not None and get_args(field.annotation) else None
     kind: Any = {int: int, float: float}.get(field.annotation, str)  # type: ignore[call-overload]
     if choices and all(isinstance(c, str) for c in choices):
         kind = str
     else:
         choices = None
-    extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
     parser.add_argument(cli_flag(name), dest=name, type=kind, choices=choices, default=None,
                         metavar=extra.get("metavar"), help=help_text)
 

@@ -202,6 +202,9 @@ def test_a_fine_tuned_model_card_tells_every_training_stage(tmp_path: Path) -> N
             "(teacher share 0.5, flip-averaged), Adam epsilon 0.1," in model_card(metrics))
     training["stages"][1]["options"]["distill_from"] = "/srv/classmood/data/runs/kd-a/best.keras"
     assert "distilled from `runs/kd-a/best.keras` (teacher share 0.5" in model_card(metrics)
+    training["stages"][1]["options"]["distill_also"] = ["/srv/classmood/models/fer-inceptionv3/model.keras"]
+    assert ("distilled from an ensemble of `runs/kd-a/best.keras` and `models/fer-inceptionv3/model.keras` "
+            "(teacher share 0.5" in model_card(metrics))
     # The next stage starts from this one's metrics and keeps the whole chain.
     assert [s["run"] for s in training_stages(training)] == ["scratch-b", "run-a"]
 

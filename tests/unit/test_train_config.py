@@ -62,7 +62,8 @@ def test_resume_reads_an_older_runs_config_back_and_a_new_total_keeps_the_rest(t
     _, longer = prepare_run(build_parser().parse_args(["--resume", str(run_dir), "--epochs", "6"]))
     assert longer == config.with_changes(epochs=6)
     rewritten = runs.read_json(run_dir / runs.CONFIG_FILE)
-    assert rewritten == {**stored("partly-pretrained-2026-12-04.json"), "epochs": 6}
+    # Options added since are written with the value that run trains with (no extra teacher).
+    assert rewritten == {**stored("partly-pretrained-2026-12-04.json"), "epochs": 6, "distill_also": []}
 
 
 def test_errors_name_each_option_in_the_callers_words() -> None:

@@ -395,6 +395,25 @@ def test_distillation_is_a_checked_run_option_that_needs_a_teacher_model(tmp_pat
     assert (config.distill_from, config.distill_weight) == ((teacher / "model.keras").resolve(), 0.3)
 
 
+def test_an_ensemble_teacher_is_given_as_more_teachers_after_the_first(tmp_path: Path) -> None:
+    first, second = tmp_path / "models" / "fer", tmp_path / "runs-b" / "best.keras"
+    first.mkdir(parents=True)
+    (first / "model.keras").write_bytes(b"")
+    second.parent.mkdir()
+    second.write_bytes(b"")
+    config = run_config(tmp_path, "--run-name", "ens", "--distill-from", str(first), "--distill-also", str(second))
+    assert config.distill_also == (second.resolve(),)
+    assert config.distill_from == (first / "model.keras").resolve()
+    assert TrainConfig.from_stored(config.stored()).distill_also == (second.resolve(),)  # config.json round trip
+    assert run_config(tmp_path, "--run-name", "one").distill_also == ()  # old runs and the default: no extra teacher
+    with pytest.raises(SystemExit, match="--distill-also needs --distill-from"):
+        run_config(tmp_path, "--run-name", "nofirst", "--distill-also", str(second))
+    with pytest.raises(SystemExit, match="--distill-also: model file not found"):
+        run_config(tmp_path, "--run-name", "missing", "--distill-from", str(first), "--distill-also",
+                   str(tmp_path / "nope"))
+    assert not (tmp_path / "runs" / "nofirst").exists() and not (tmp_path / "runs" / "missing").exists()
+
+
 def test_distillation_targets_mix_label_and_teacher_and_are_kept_for_a_resume(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -430,3 +449,17 @@ def test_distillation_targets_mix_label_and_teacher_and_are_kept_for_a_resume(
     fewer = SplitData(split.images[:2], labels[:2], ["angry", "happy"])
     with pytest.raises(TeacherTargetsError, match=r"for 2 training faces; the data set has changed"):
         distillation_targets(tmp_path, config, fewer)
+
+
+    # An ensemble teacher: the mean of the teachers' predictions.
+    second = np.zeros((3, 7), np.float32)
+    second[:, 3] = 1.0
+    predictions = {"/m/model.keras": teacher, "/n/best.keras": second}
+    monkeypatch.setattr(inference, "load_predictor", lambda path, backend, flip_average: str(path))
+    monkeypatch.setattr(inference, "predict", lambda predictor, images: predictions[predictor])
+    ensemble_dir = tmp_path / "ensemble"
+    ensemble_dir.mkdir()
+    config = TrainConfig(data=tmp_path, distill_from="/m/model.keras", distill_also=("/n/best.keras",),
+                         distill_weight=0.5)
+    targets = distillation_targets(ensemble_dir, config, split)
+    np.testing.assert_allclose(targets, 0.5 * np.eye(7)[labels] + 0.5 * (teacher + second) / 2, rtol=1e-6)
